@@ -1,0 +1,13 @@
+"""The ``toolkit`` command line: one module per command, registered on one Typer app."""
+
+from __future__ import annotations
+
+# Each import registers its command on `app`.
+from toolkit.cli import params as _params  # noqa: F401
+from toolkit.cli.app import app
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,79 @@
+"""The Typer application and its error handling: one line on stderr and exit 2 for bad input."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import click
+import typer
+from typer.core import TyperGroup
+
+from toolkit import __version__
+from toolkit.errors import ToolkitError
+
+
+def fail(message: str, exit_code: int = 2) -> None:
+    """Print one line on stderr, naming the problem and what to do."""
+    sys.stderr.write(f"toolkit: error: {' '.join(message.split())}\n")
+    sys.stderr.flush()
+    raise SystemExit(exit_code)
+
+
+class ToolkitGroup(TyperGroup):
+    """Runs commands non-standalone so that every failure is turned into one line and a status."""
+
+    def main(  # type: ignore[override]
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        try:
+            status = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx is not None else "toolkit"
+            fail(f"{exc.format_message()} (see '{where} --help')", exc.exit_code)
+        except click.ClickException as exc:
+            fail(exc.format_message(), exc.exit_code)
+        except click.Abort:
+            sys.stderr.write("toolkit: interrupted\n")
+            raise SystemExit(130) from None
+        except ToolkitError as exc:
+            fail(str(exc))
+        except BrokenPipeError:
+            raise SystemExit(1) from None
+        code = status if isinstance(status, int) else 0
+        if standalone_mode:
+            raise SystemExit(code)
+        return code
+
+
+app = typer.Typer(
+    cls=ToolkitGroup,
+    add_completion=False,
+    rich_markup_mode="rich",
+    help="Measured, verified answers about small transformers: size, speed, ablations, "
+    "LayerNorm, checkpoints and parallel matrix products.",
+)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"toolkit {__version__}")
+        raise typer.Exit()
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    ctx: typer.Context,
+    version: bool = typer.Option(
+        False, "--version", callback=_show_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    if ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help())
+        raise typer.Exit()

@@ -1,0 +1,90 @@
+"""Options shared by several commands, declared once (``Annotated`` aliases), and the config builder.
+
+Every model command takes the model flags below; ``None`` means "keep the value from --config, or
+the reference default".
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+
+from toolkit.config import ModelConfig, from_dict, load_config
+from toolkit.device import DEVICE_CHOICES, DTYPES
+
+MODEL = "Model (defaults: SPEC.md's reference model)"
+
+Vocab = Annotated[
+    int | None, typer.Option("--vocab", help="Vocabulary size [default: 512].", rich_help_panel=MODEL)
+]
+MaxSeqLen = Annotated[
+    int | None,
+    typer.Option("--max-seq-len", help="Longest sequence (positions) [default: 1024].", rich_help_panel=MODEL),
+]
+DModel = Annotated[
+    int | None, typer.Option("--d-model", help="Model width d [default: 256].", rich_help_panel=MODEL)
+]
+Heads = Annotated[
+    int | None,
+    typer.Option("--heads", help="Attention heads; must divide d-model [default: 2].", rich_help_panel=MODEL),
+]
+Layers = Annotated[
+    int | None, typer.Option("--layers", help="Transformer blocks [default: 3].", rich_help_panel=MODEL)
+]
+Mlp = Annotated[
+    int | None, typer.Option("--mlp", help="MLP hidden width d_mlp [default: 1280].", rich_help_panel=MODEL)
+]
+Eps = Annotated[
+    float | None, typer.Option("--eps", help="LayerNorm eps [default: 1e-5].", rich_help_panel=MODEL)
+]
+ConfigFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help="JSON or TOML file of ModelConfig fields; flags override it.",
+        rich_help_panel=MODEL,
+    ),
+]
+Device = Annotated[
+    str,
+    typer.Option(
+        "--device",
+        click_type=click.Choice(DEVICE_CHOICES),
+        help="auto = CUDA when a GPU is visible, else CPU.",
+    ),
+]
+Dtype = Annotated[
+    str, typer.Option("--dtype", click_type=click.Choice(tuple(DTYPES)), help="Floating-point type.")
+]
+SeqLen = Annotated[
+    int | None, typer.Option("--seq-len", min=1, help="Sequence length of the input [default: max-seq-len].")
+]
+Batch = Annotated[int, typer.Option("--batch", min=1, help="Batch size of the input.")]
+Json = Annotated[bool, typer.Option("--json", help="Print the result as one JSON object instead of tables.")]
+
+
+def model_config(
+    config_file: Path | None = None,
+    vocab: int | None = None,
+    max_seq_len: int | None = None,
+    d_model: int | None = None,
+    heads: int | None = None,
+    layers: int | None = None,
+    mlp: int | None = None,
+    eps: float | None = None,
+) -> ModelConfig:
+    """The config from --config (or the defaults) with every given model flag applied on top."""
+    base = load_config(config_file) if config_file is not None else ModelConfig()
+    flags = {
+        "vocab_size": vocab,
+        "max_seq_len": max_seq_len,
+        "d_model": d_model,
+        "n_heads": heads,
+        "n_layers": layers,
+        "d_mlp": mlp,
+        "norm_eps": eps,
+    }
+    return from_dict({**base.to_dict(), **{k: v for k, v in flags.items() if v is not None}})

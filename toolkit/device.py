@@ -1,0 +1,53 @@
+"""Choosing the device and dtype a command runs on (``--device auto|cpu|cuda``, ``--dtype``)."""
+
+from __future__ import annotations
+
+import torch
+
+from toolkit.errors import DeviceError
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` is CUDA when a GPU is visible, else the CPU; ``cuda`` without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu")
+        return torch.device("cuda")
+    raise DeviceError(f"unknown device {name!r}; valid values: {', '.join(DEVICE_CHOICES)}")
+
+
+def resolve_dtype(name: str) -> torch.dtype:
+    try:
+        return DTYPES[name]
+    except KeyError:
+        raise DeviceError(f"unknown dtype {name!r}; valid values: {', '.join(DTYPES)}") from None
+
+
+def device_name(device: torch.device) -> str:
+    """A human-readable name: the GPU's model, or the CPU's model from /proc/cpuinfo."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "cpu"
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
