@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Annotated, Any
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -34,12 +33,12 @@ class ToolkitGroup(TyperGroup):
     ) -> Any:
         try:
             status = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except click.UsageError as exc:
-            where = exc.ctx.command_path if exc.ctx is not None else "toolkit"
-            fail(f"{exc.format_message()} (see '{where} --help')", exc.exit_code)
-        except click.ClickException as exc:
-            fail(exc.format_message(), exc.exit_code)
-        except click.Abort:
+        except typer.TyperException as exc:  # usage errors: bad or missing options and values
+            ctx = getattr(exc, "ctx", None)
+            where = ctx.command_path if ctx is not None else "toolkit"
+            message = exc.format_message().replace("Value error, ", "")
+            fail(f"{message} (see '{where} --help')", exc.exit_code)
+        except typer.Abort:
             sys.stderr.write("toolkit: interrupted\n")
             raise SystemExit(130) from None
         except ToolkitError as exc:
@@ -70,9 +69,10 @@ def _show_version(value: bool) -> None:
 @app.callback(invoke_without_command=True)
 def _root(
     ctx: typer.Context,
-    version: bool = typer.Option(
-        False, "--version", callback=_show_version, is_eager=True, help="Print the version and exit."
-    ),
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_show_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
 ) -> None:
     if ctx.invoked_subcommand is None:
         typer.echo(ctx.get_help())

@@ -7,9 +7,8 @@ the reference default".
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal, get_args
 
-import click
 import typer
 
 from toolkit.config import ModelConfig, from_dict, load_config
@@ -18,27 +17,27 @@ from toolkit.device import DEVICE_CHOICES, DTYPES
 MODEL = "Model (defaults: SPEC.md's reference model)"
 
 Vocab = Annotated[
-    int | None, typer.Option("--vocab", help="Vocabulary size [default: 512].", rich_help_panel=MODEL)
+    int | None, typer.Option("--vocab", help="Vocabulary size (default 512).", rich_help_panel=MODEL)
 ]
 MaxSeqLen = Annotated[
     int | None,
-    typer.Option("--max-seq-len", help="Longest sequence (positions) [default: 1024].", rich_help_panel=MODEL),
+    typer.Option("--max-seq-len", help="Longest sequence (positions) (default 1024).", rich_help_panel=MODEL),
 ]
 DModel = Annotated[
-    int | None, typer.Option("--d-model", help="Model width d [default: 256].", rich_help_panel=MODEL)
+    int | None, typer.Option("--d-model", help="Model width d (default 256).", rich_help_panel=MODEL)
 ]
 Heads = Annotated[
     int | None,
-    typer.Option("--heads", help="Attention heads; must divide d-model [default: 2].", rich_help_panel=MODEL),
+    typer.Option("--heads", help="Attention heads; must divide d-model (default 2).", rich_help_panel=MODEL),
 ]
 Layers = Annotated[
-    int | None, typer.Option("--layers", help="Transformer blocks [default: 3].", rich_help_panel=MODEL)
+    int | None, typer.Option("--layers", help="Transformer blocks (default 3).", rich_help_panel=MODEL)
 ]
 Mlp = Annotated[
-    int | None, typer.Option("--mlp", help="MLP hidden width d_mlp [default: 1280].", rich_help_panel=MODEL)
+    int | None, typer.Option("--mlp", help="MLP hidden width d_mlp (default 1280).", rich_help_panel=MODEL)
 ]
 Eps = Annotated[
-    float | None, typer.Option("--eps", help="LayerNorm eps [default: 1e-5].", rich_help_panel=MODEL)
+    float | None, typer.Option("--eps", help="LayerNorm eps (default 1e-5).", rich_help_panel=MODEL)
 ]
 ConfigFile = Annotated[
     Path | None,
@@ -48,19 +47,14 @@ ConfigFile = Annotated[
         rich_help_panel=MODEL,
     ),
 ]
+DeviceName = Literal["auto", "cpu", "cuda"]
+DtypeName = Literal["float32", "bfloat16", "float16"]
 Device = Annotated[
-    str,
-    typer.Option(
-        "--device",
-        click_type=click.Choice(DEVICE_CHOICES),
-        help="auto = CUDA when a GPU is visible, else CPU.",
-    ),
+    DeviceName, typer.Option("--device", help="auto = CUDA when a GPU is visible, else CPU.")
 ]
-Dtype = Annotated[
-    str, typer.Option("--dtype", click_type=click.Choice(tuple(DTYPES)), help="Floating-point type.")
-]
+Dtype = Annotated[DtypeName, typer.Option("--dtype", help="Floating-point type of weights and activations.")]
 SeqLen = Annotated[
-    int | None, typer.Option("--seq-len", min=1, help="Sequence length of the input [default: max-seq-len].")
+    int | None, typer.Option("--seq-len", min=1, help="Sequence length of the input (default max-seq-len).")
 ]
 Batch = Annotated[int, typer.Option("--batch", min=1, help="Batch size of the input.")]
 Json = Annotated[bool, typer.Option("--json", help="Print the result as one JSON object instead of tables.")]
@@ -88,3 +82,7 @@ def model_config(
         "norm_eps": eps,
     }
     return from_dict({**base.to_dict(), **{k: v for k, v in flags.items() if v is not None}})
+
+
+# The Literal types above must list what toolkit.device accepts.
+assert get_args(DeviceName) == DEVICE_CHOICES and get_args(DtypeName) == tuple(DTYPES)

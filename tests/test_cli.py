@@ -1,0 +1,122 @@
+"""The command line through Typer's CliRunner: help, version, `params`, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from toolkit import __version__
+from toolkit.cli import app
+
+runner = CliRunner()
+TINY_FLAGS = ["--vocab", "61", "--max-seq-len", "32", "--d-model", "24", "--heads", "3", "--layers", "2", "--mlp", "40"]
+
+
+def assert_one_line_error(result: object, fragment: str) -> None:
+    """Exit 2, one line on stderr containing ``fragment``, no traceback, nothing on stdout."""
+    assert result.exit_code == 2, result.output  # type: ignore[attr-defined]
+    lines = result.stderr.strip().splitlines()  # type: ignore[attr-defined]
+    assert len(lines) == 1, result.stderr  # type: ignore[attr-defined]
+    assert lines[0].startswith("toolkit: error: ")
+    assert fragment in lines[0]
+    assert "Traceback" not in result.stderr  # type: ignore[attr-defined]
+    assert result.stdout == ""  # type: ignore[attr-defined]
+
+
+def test_help_lists_commands() -> None:
+    """`toolkit --help` and a bare `toolkit` list the commands with one line each."""
+    for args in (["--help"], []):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0
+        assert "params" in result.stdout
+        assert "Model size" in result.stdout
+
+
+def test_version() -> None:
+    """`toolkit --version` prints the package version."""
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.stdout.strip() == f"toolkit {__version__}"
+
+
+def test_params_table() -> None:
+    """`toolkit params` prints the component table, bytes, measured memory and the summary."""
+    result = runner.invoke(app, ["params", *TINY_FLAGS, "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    for text in ("Parameters by component", "block 1 MLP", "shared with token embedding",
+                 "Weight bytes by dtype", "MiB", "Measured memory", "parameters ×"):
+        assert text in result.stdout
+
+
+def test_params_json_default_config() -> None:
+    """`--json` on the defaults reports 3,156,992 parameters and the measured memory figures."""
+    result = runner.invoke(app, ["params", "--json", "--device", "cpu", "--seq-len", "64"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["total_params"] == 3_156_992
+    assert report["bytes_by_dtype"]["float32"] == 4 * 3_156_992
+    assert report["by_component"]["LM head"] == 0
+    assert report["memory"]["seq_len"] == 64
+    assert {"build_bytes", "activation_bytes", "forward_peak_bytes"} <= set(report["memory"])
+
+
+def test_params_reads_config_file(tmp_path: Path) -> None:
+    """--config sets the model; flags override the file."""
+    path = tmp_path / "model.toml"
+    path.write_text("vocab_size = 100\nd_model = 32\nn_heads = 4\nn_layers = 1\nd_mlp = 64\nmax_seq_len = 16\n")
+    result = runner.invoke(app, ["params", "--config", str(path), "--layers", "2", "--json", "--no-measure"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["config"]["n_layers"] == 2
+    assert report["config"]["vocab_size"] == 100
+    assert report["memory"] is None
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--device", "gpu"], "'gpu' is not one of 'auto', 'cpu', 'cuda'"),
+        (["--dtype", "float8"], "--dtype"),
+        (["--heads", "3"], "not divisible by n_heads=3"),
+        (["--eps", "0"], "norm_eps must be a positive number"),
+        (["--layers", "0"], "n_layers must be at least 1"),
+        (["--heads", "x"], "--heads"),
+        (["--bogus"], "No such option"),
+        (["--config", "/nonexistent/model.json"], "does not exist"),
+        (["--seq-len", "2048"], "exceeds max_seq_len=1024"),
+    ],
+)
+def test_params_bad_input(args: list[str], fragment: str) -> None:
+    """Bad options and impossible configs: one line on stderr, exit 2, no traceback."""
+    assert_one_line_error(runner.invoke(app, ["params", *args]), fragment)
+
+
+def test_malformed_config_file(tmp_path: Path) -> None:
+    """A malformed --config file is one line, exit 2."""
+    path = tmp_path / "bad.json"
+    path.write_text('{"d_model": ')
+    assert_one_line_error(runner.invoke(app, ["params", "--config", str(path)]), "not valid JSON")
+
+
+def test_cuda_without_gpu_is_refused() -> None:
+    """--device cuda on a machine without a GPU is a clear error, not a crash."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible; the refusal cannot be shown here")
+    assert_one_line_error(runner.invoke(app, ["params", "--device", "cuda"]), "no CUDA GPU is visible")
+
+
+def test_python_dash_m_and_console_script() -> None:
+    """`python -m toolkit` runs the same app, with one-line errors in a real process."""
+    ok = subprocess.run([sys.executable, "-m", "toolkit", "--help"], capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0 and "params" in ok.stdout
+    bad = subprocess.run([sys.executable, "-m", "toolkit", "params", "--heads", "3"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2
+    assert bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr

@@ -1,0 +1,114 @@
+"""The reference transformer against Hugging Face GPT-2, closed-form counts and its input contract."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from reference import matched_pair
+
+from toolkit import ModelConfig, Transformer
+from toolkit.errors import InputError
+
+HF_CONFIGS = {
+    "default": ModelConfig(),
+    "tiny-3-heads": ModelConfig(vocab_size=61, max_seq_len=32, d_model=24, n_heads=3, n_layers=2, d_mlp=40),
+    "one-head-one-layer": ModelConfig(vocab_size=17, max_seq_len=9, d_model=8, n_heads=1, n_layers=1, d_mlp=5),
+    "8-heads-eps": ModelConfig(vocab_size=100, max_seq_len=64, d_model=64, n_heads=8, n_layers=2, norm_eps=1e-3),
+    "tanh-gelu": ModelConfig(vocab_size=50, max_seq_len=16, d_model=32, n_heads=4, d_mlp=64, gelu="tanh"),
+    "no-scale": ModelConfig(vocab_size=50, max_seq_len=16, d_model=32, n_heads=2, scale_attention=False),
+}
+
+
+@pytest.mark.parametrize("name", list(HF_CONFIGS))
+def test_matches_transformers_gpt2(name: str) -> None:
+    """Logits equal GPT2LMHeadModel's (same random weights, biases and norm gains) to 1e-5."""
+    config = HF_CONFIGS[name]
+    model, hf = matched_pair(config, seed=1)
+    ids = torch.randint(0, config.vocab_size, (2, config.max_seq_len))
+    with torch.inference_mode():
+        ours, theirs = model(ids), hf(ids).logits
+    assert ours.shape == (2, config.max_seq_len, config.vocab_size)
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+
+
+def test_one_dimensional_input_is_a_batch_of_one(tiny_config: ModelConfig) -> None:
+    """An [S] input gives the same logits as [1, S]."""
+    model = Transformer(tiny_config).eval()
+    ids = torch.randint(0, tiny_config.vocab_size, (7,))
+    with torch.inference_mode():
+        torch.testing.assert_close(model(ids), model(ids[None]))
+    assert model(ids).shape == (1, 7, tiny_config.vocab_size)
+
+
+@pytest.mark.parametrize("residual", ["standard", "input-skip", "no-mlp-skip", "parallel"])
+def test_causal(tiny_config: ModelConfig, residual: str) -> None:
+    """Changing a later token never changes the logits of earlier positions."""
+    model = Transformer(tiny_config.replace(residual=residual)).eval()
+    ids = torch.randint(0, tiny_config.vocab_size, (1, 20))
+    changed = ids.clone()
+    changed[0, 12:] = (changed[0, 12:] + 1) % tiny_config.vocab_size
+    with torch.inference_mode():
+        before, after = model(ids), model(changed)
+    torch.testing.assert_close(before[:, :12], after[:, :12], atol=0, rtol=0)
+    assert not torch.allclose(before[:, 12:], after[:, 12:])
+
+
+@pytest.mark.parametrize("name", list(HF_CONFIGS))
+def test_parameter_count_closed_form(name: str) -> None:
+    """Parameters equal V·d + S·d + L·(4d² + 4d + 2·d·d_mlp + d_mlp + d + 4d) + 2d (tied head)."""
+    c = HF_CONFIGS[name]
+    d = c.d_model
+    per_block = 4 * d * d + 4 * d + 2 * d * c.d_mlp + c.d_mlp + d + 4 * d
+    expected = c.vocab_size * d + c.max_seq_len * d + c.n_layers * per_block + 2 * d
+    assert sum(p.numel() for p in Transformer(c).parameters()) == expected
+
+
+def test_lm_head_is_tied(tiny_config: ModelConfig) -> None:
+    """The output projection is the word embedding itself: changing one changes the logits."""
+    model = Transformer(tiny_config).eval()
+    ids = torch.randint(0, tiny_config.vocab_size, (1, 5))
+    with torch.no_grad():
+        h = model.ln_final(model.blocks[1](model.blocks[0](model.token_embedding(ids) + model.position_embedding(torch.arange(5)))))
+        torch.testing.assert_close(model(ids), h @ model.token_embedding.weight.T)
+
+
+@pytest.mark.parametrize(
+    ("ids", "message"),
+    [
+        (torch.zeros(1, 33, dtype=torch.long), "exceeds max_seq_len=32"),
+        (torch.tensor([[0, 61]]), r"must lie in \[0, 60\]"),
+        (torch.tensor([[-1, 3]]), r"must lie in \[0, 60\]"),
+        (torch.zeros(1, 3), "integer tensor"),
+        (torch.zeros(1, 1, 3, dtype=torch.long), "shape"),
+        (torch.zeros(1, 0, dtype=torch.long), "empty"),
+    ],
+)
+def test_bad_input_is_refused(tiny_config: ModelConfig, ids: torch.Tensor, message: str) -> None:
+    """Too-long sequences, out-of-vocabulary ids and wrong dtypes raise InputError, not an index error."""
+    with pytest.raises(InputError, match=message):
+        Transformer(tiny_config)(ids)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_runs_close_to_float32(tiny_config: ModelConfig, dtype: torch.dtype) -> None:
+    """bfloat16 and float16 forward passes run and stay close to float32."""
+    model = Transformer(tiny_config).eval()
+    ids = torch.randint(0, tiny_config.vocab_size, (2, 16))
+    with torch.inference_mode():
+        reference = model(ids)
+        low = model.to(dtype)(ids)
+    assert low.dtype == dtype
+    assert (low.float() - reference).abs().max() < 0.05 * reference.abs().max()
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_cuda_matches_cpu(tiny_config: ModelConfig, dtype: torch.dtype) -> None:
+    """On a GPU, the model gives the CPU's float32 logits within the dtype's precision."""
+    model = Transformer(tiny_config).eval()
+    ids = torch.randint(0, tiny_config.vocab_size, (2, 16))
+    with torch.inference_mode():
+        reference = model(ids)
+        gpu = model.to("cuda", dtype)(ids.cuda()).float().cpu()
+    tolerance = 1e-4 if dtype == torch.float32 else 0.05 * float(reference.abs().max())
+    assert (gpu - reference).abs().max() <= tolerance

@@ -1,0 +1,53 @@
+"""``toolkit params``: model size, bytes per dtype, and measured memory."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from toolkit.cli import options as opt
+from toolkit.cli.app import app
+from toolkit.cli.output import print_json, show
+from toolkit.device import resolve_device, resolve_dtype
+from toolkit.errors import InputError
+from toolkit.studies.params import measure_params
+from toolkit.tables.params import bytes_table, components_table, memory_table
+
+
+@app.command("params", help="Model size: parameters per component, bytes per dtype, measured RAM.")
+def params_command(
+    config_file: opt.ConfigFile = None,
+    vocab: opt.Vocab = None,
+    max_seq_len: opt.MaxSeqLen = None,
+    d_model: opt.DModel = None,
+    heads: opt.Heads = None,
+    layers: opt.Layers = None,
+    mlp: opt.Mlp = None,
+    eps: opt.Eps = None,
+    device: opt.Device = "auto",
+    dtype: opt.Dtype = "float32",
+    seq_len: opt.SeqLen = None,
+    batch: opt.Batch = 1,
+    measure: Annotated[
+        bool, typer.Option("--measure/--no-measure", help="Measure memory (builds and runs the model).")
+    ] = True,
+    json: opt.Json = False,
+) -> None:
+    config = opt.model_config(config_file, vocab, max_seq_len, d_model, heads, layers, mlp, eps)
+    if seq_len is not None and seq_len > config.max_seq_len:
+        raise InputError(f"--seq-len {seq_len} exceeds max_seq_len={config.max_seq_len}; lower it or raise --max-seq-len")
+    torch_device, torch_dtype = resolve_device(device), resolve_dtype(dtype)
+    if measure:
+        report = measure_params(config, torch_device, torch_dtype, seq_len=seq_len, batch=batch)
+    else:
+        from toolkit.studies.params import count_report
+
+        report = count_report(config, dtype)
+    if json:
+        print_json(report.to_dict())
+        return
+    show(components_table(report), bytes_table(report))
+    if report.memory is not None:
+        show(memory_table(report))
+    show(report.summary)

@@ -1,0 +1,277 @@
+"""How big is the model: parameters per component, bytes per dtype, and the memory it really takes.
+
+Counts come from the model's own parameters (the tied LM head counted once). Memory is measured:
+the process's resident set growth when the model is built, and the peak of one forward pass.
+On the CPU the peak is the kernel's resident high-water mark (reset through /proc/self/clear_refs),
+or RSS sampled every millisecond where that is not available; on CUDA it is
+``torch.cuda.max_memory_allocated``.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from toolkit.config import ModelConfig
+from toolkit.device import device_name
+from toolkit.model import Transformer
+
+BYTES_PER_ELEMENT = {"float32": 4, "bfloat16/float16": 2, "int8": 1}
+
+
+@dataclass(frozen=True)
+class ComponentCount:
+    """Parameters of one part of the model; ``shared`` parts reuse another part's tensor."""
+
+    component: str
+    params: int
+    shared_with: str | None = None
+
+
+@dataclass(frozen=True)
+class MemoryMeasurement:
+    """Measured memory, in bytes, of building the model and running one forward pass."""
+
+    device: str
+    method: str
+    weights_bytes_expected: int
+    build_bytes: int
+    forward_peak_bytes: int
+    activation_bytes: int
+    batch: int
+    seq_len: int
+
+
+@dataclass(frozen=True)
+class ParamsReport:
+    config: ModelConfig
+    dtype: str
+    device_name: str
+    by_component: list[ComponentCount]
+    total_params: int
+    bytes_by_dtype: dict[str, int]
+    memory: MemoryMeasurement | None
+
+    @property
+    def summary(self) -> str:
+        """One sentence relating the parameter count to the RAM it takes."""
+        bytes_per = _element_size(self.dtype)
+        weights = self.total_params * bytes_per
+        text = (
+            f"{self.total_params:,} parameters × {bytes_per} bytes ({self.dtype}) = "
+            f"{weights / 2**20:.1f} MiB of weights"
+        )
+        if self.memory is None:
+            return text + "."
+        memory = self.memory
+        return (
+            f"{text}; building the model grew {'CUDA memory' if memory.device == 'cuda' else 'RSS'} by {memory.build_bytes / 2**20:.1f} MiB "
+            f"({memory.build_bytes / weights:.2f}× the weights), and one forward pass at "
+            f"batch {memory.batch} × {memory.seq_len} tokens needed {memory.activation_bytes / 2**20:.1f} MiB "
+            "more for activations and temporaries."
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "config": self.config.to_dict(),
+            "dtype": self.dtype,
+            "device_name": self.device_name,
+            "total_params": self.total_params,
+            "by_component": {c.component: c.params for c in self.by_component},
+            "shared_components": {c.component: c.shared_with for c in self.by_component if c.shared_with},
+            "bytes_by_dtype": self.bytes_by_dtype,
+            "memory": asdict(self.memory) if self.memory is not None else None,
+            "summary": self.summary,
+        }
+
+    def to_frame(self) -> pd.DataFrame:
+        return pd.DataFrame([asdict(c) for c in self.by_component])
+
+
+def count_params(model: Transformer) -> list[ComponentCount]:
+    """Parameters per component, in model order; the tied LM head is listed with 0 of its own."""
+    rows = [
+        ComponentCount("token embedding", _numel(model.token_embedding)),
+        ComponentCount("position embedding", _numel(model.position_embedding)),
+    ]
+    for index, block in enumerate(model.blocks):
+        rows.append(ComponentCount(f"block {index} attention", _numel(block.attn)))
+        rows.append(ComponentCount(f"block {index} MLP", _numel(block.mlp)))
+        rows.append(ComponentCount(f"block {index} norms", _numel(block.ln1) + _numel(block.ln2)))
+    rows.append(ComponentCount("final norm", _numel(model.ln_final)))
+    rows.append(ComponentCount("LM head", 0, shared_with="token embedding"))
+    counted = sum(row.params for row in rows)
+    unique = sum(p.numel() for p in model.parameters())  # parameters() yields a tied tensor once
+    if counted != unique:
+        raise AssertionError(f"component counts sum to {counted}, the model has {unique} parameters")
+    return rows
+
+
+def _numel(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def _element_size(dtype: str) -> int:
+    return torch.empty((), dtype=getattr(torch, dtype)).element_size()
+
+
+def count_report(config: ModelConfig, dtype: str = "float32") -> ParamsReport:
+    """Counts and bytes only (no measurement); builds the model on the meta device, so it is instant."""
+    with torch.device("meta"):
+        model = Transformer(config)
+    return _report(model, config, dtype, "meta", memory=None)
+
+
+def _report(
+    model: Transformer, config: ModelConfig, dtype: str, name: str, memory: MemoryMeasurement | None
+) -> ParamsReport:
+    rows = count_params(model)
+    total = sum(row.params for row in rows)
+    return ParamsReport(
+        config=config,
+        dtype=dtype,
+        device_name=name,
+        by_component=rows,
+        total_params=total,
+        bytes_by_dtype={name: total * size for name, size in BYTES_PER_ELEMENT.items()},
+        memory=memory,
+    )
+
+
+def measure_params(
+    config: ModelConfig,
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
+    seq_len: int | None = None,
+    batch: int = 1,
+) -> ParamsReport:
+    """Count the parameters and measure the memory of building the model and of one forward pass."""
+    seq_len = config.max_seq_len if seq_len is None else seq_len
+    if device.type == "cuda":
+        model, memory = _measure_cuda(config, device, dtype, seq_len, batch)
+    else:
+        model, memory = _measure_cpu(config, dtype, seq_len, batch)
+    dtype_name = str(dtype).removeprefix("torch.")
+    return _report(model, config, dtype_name, device_name(device), memory)
+
+
+def _input_ids(config: ModelConfig, batch: int, seq_len: int, device: torch.device) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(0)
+    return torch.randint(0, config.vocab_size, (batch, seq_len), generator=generator).to(device)
+
+
+def _measure_cuda(
+    config: ModelConfig, device: torch.device, dtype: torch.dtype, seq_len: int, batch: int
+) -> tuple[Transformer, MemoryMeasurement]:
+    torch.cuda.synchronize(device)
+    before = torch.cuda.memory_allocated(device)
+    with torch.device(device):
+        model = Transformer(config).to(dtype).eval()
+    torch.cuda.synchronize(device)
+    built = torch.cuda.memory_allocated(device)
+    ids = _input_ids(config, batch, seq_len, device)
+    torch.cuda.reset_peak_memory_stats(device)
+    start = torch.cuda.memory_allocated(device)
+    with torch.inference_mode():
+        model(ids)
+    torch.cuda.synchronize(device)
+    peak = torch.cuda.max_memory_allocated(device)
+    memory = MemoryMeasurement(
+        device="cuda",
+        method="CUDA allocated memory; forward peak from torch.cuda.max_memory_allocated",
+        weights_bytes_expected=sum(p.numel() * p.element_size() for p in model.parameters()),
+        build_bytes=built - before,
+        forward_peak_bytes=peak - before,
+        activation_bytes=peak - start,
+        batch=batch,
+        seq_len=seq_len,
+    )
+    return model, memory
+
+
+def _measure_cpu(
+    config: ModelConfig, dtype: torch.dtype, seq_len: int, batch: int
+) -> tuple[Transformer, MemoryMeasurement]:
+    gc.collect()
+    before = rss_bytes()
+    model = Transformer(config).to(dtype).eval()
+    gc.collect()
+    built = rss_bytes()
+    ids = _input_ids(config, batch, seq_len, torch.device("cpu"))
+    with torch.inference_mode():
+        peak, method = peak_rss_during(lambda: model(ids))
+    memory = MemoryMeasurement(
+        device="cpu",
+        method=f"RSS; forward peak from the {method}",
+        weights_bytes_expected=sum(p.numel() * p.element_size() for p in model.parameters()),
+        build_bytes=built - before,
+        forward_peak_bytes=peak - before,
+        activation_bytes=max(peak - built, 0),
+        batch=batch,
+        seq_len=seq_len,
+    )
+    return model, memory
+
+
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def rss_bytes() -> int:
+    """This process's resident set size now, in bytes (Linux /proc; 0 where unavailable)."""
+    try:
+        resident_pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+    return resident_pages * _PAGE_SIZE
+
+
+def _high_water_mark() -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def peak_rss_during(fn: Callable[[], object]) -> tuple[int, str]:
+    """Peak RSS (bytes) while ``fn`` runs, and how it was measured."""
+    try:  # writing 5 resets the kernel's peak-RSS counter (Linux >= 4.0)
+        Path("/proc/self/clear_refs").write_text("5")
+        reset = _high_water_mark() is not None
+    except OSError:
+        reset = False
+    if reset:
+        fn()
+        peak = _high_water_mark()
+        if peak is not None:
+            return peak, "kernel's peak-RSS counter"
+    return _sampled_peak(fn), "RSS sampled every 1 ms"
+
+
+def _sampled_peak(fn: Callable[[], object]) -> int:
+    peak = rss_bytes()
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.wait(0.001):
+            peak = max(peak, rss_bytes())
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        fn()
+    finally:
+        done.set()
+        sampler.join()
+    return max(peak, rss_bytes())
