@@ -21,7 +21,20 @@ TORCH = os.environ.get("TOOLKIT_TORCH", "torch==2.13.0")
 SOURCES = ["toolkit", "tests", "noxfile.py", "scripts"]
 
 # The tiny model every smoke run uses (flags shared by the model commands).
-TINY = ["--vocab", "61", "--max-seq-len", "64", "--d-model", "24", "--heads", "3", "--layers", "2", "--mlp", "40"]
+TINY = [
+    "--vocab",
+    "61",
+    "--max-seq-len",
+    "64",
+    "--d-model",
+    "24",
+    "--heads",
+    "3",
+    "--layers",
+    "2",
+    "--mlp",
+    "40",
+]
 
 
 def _install(session: nox.Session, extras: str) -> None:

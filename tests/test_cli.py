@@ -14,7 +14,20 @@ from toolkit import __version__
 from toolkit.cli import app
 
 runner = CliRunner()
-TINY_FLAGS = ["--vocab", "61", "--max-seq-len", "32", "--d-model", "24", "--heads", "3", "--layers", "2", "--mlp", "40"]
+TINY_FLAGS = [
+    "--vocab",
+    "61",
+    "--max-seq-len",
+    "32",
+    "--d-model",
+    "24",
+    "--heads",
+    "3",
+    "--layers",
+    "2",
+    "--mlp",
+    "40",
+]
 
 
 def assert_one_line_error(result: object, fragment: str) -> None:
@@ -48,8 +61,15 @@ def test_params_table() -> None:
     """`toolkit params` prints the component table, bytes, measured memory and the summary."""
     result = runner.invoke(app, ["params", *TINY_FLAGS, "--device", "cpu"])
     assert result.exit_code == 0, result.output
-    for text in ("Parameters by component", "block 1 MLP", "shared with token embedding",
-                 "Weight bytes by dtype", "MiB", "Measured memory", "parameters ×"):
+    for text in (
+        "Parameters by component",
+        "block 1 MLP",
+        "shared with token embedding",
+        "Weight bytes by dtype",
+        "MiB",
+        "Measured memory",
+        "parameters ×",
+    ):
         assert text in result.stdout
 
 
@@ -68,7 +88,9 @@ def test_params_json_default_config() -> None:
 def test_params_reads_config_file(tmp_path: Path) -> None:
     """--config sets the model; flags override the file."""
     path = tmp_path / "model.toml"
-    path.write_text("vocab_size = 100\nd_model = 32\nn_heads = 4\nn_layers = 1\nd_mlp = 64\nmax_seq_len = 16\n")
+    path.write_text(
+        "vocab_size = 100\nd_model = 32\nn_heads = 4\nn_layers = 1\nd_mlp = 64\nmax_seq_len = 16\n"
+    )
     result = runner.invoke(app, ["params", "--config", str(path), "--layers", "2", "--json", "--no-measure"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
@@ -114,9 +136,17 @@ def test_cuda_without_gpu_is_refused() -> None:
 
 def test_python_dash_m_and_console_script() -> None:
     """`python -m toolkit` runs the same app, with one-line errors in a real process."""
-    ok = subprocess.run([sys.executable, "-m", "toolkit", "--help"], capture_output=True, text=True, timeout=60)
-    assert ok.returncode == 0 and "params" in ok.stdout
-    bad = subprocess.run([sys.executable, "-m", "toolkit", "params", "--heads", "3"],
-                         capture_output=True, text=True, timeout=60)
+    ok = subprocess.run(
+        [sys.executable, "-m", "toolkit", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert ok.returncode == 0
+    assert "params" in ok.stdout
+    bad = subprocess.run(
+        [sys.executable, "-m", "toolkit", "params", "--heads", "3"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad.returncode == 2
-    assert bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
+    assert bad.stderr.count("\n") == 1
+    assert "Traceback" not in bad.stderr

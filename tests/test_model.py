@@ -12,8 +12,12 @@ from toolkit.errors import InputError
 HF_CONFIGS = {
     "default": ModelConfig(),
     "tiny-3-heads": ModelConfig(vocab_size=61, max_seq_len=32, d_model=24, n_heads=3, n_layers=2, d_mlp=40),
-    "one-head-one-layer": ModelConfig(vocab_size=17, max_seq_len=9, d_model=8, n_heads=1, n_layers=1, d_mlp=5),
-    "8-heads-eps": ModelConfig(vocab_size=100, max_seq_len=64, d_model=64, n_heads=8, n_layers=2, norm_eps=1e-3),
+    "one-head-one-layer": ModelConfig(
+        vocab_size=17, max_seq_len=9, d_model=8, n_heads=1, n_layers=1, d_mlp=5
+    ),
+    "8-heads-eps": ModelConfig(
+        vocab_size=100, max_seq_len=64, d_model=64, n_heads=8, n_layers=2, norm_eps=1e-3
+    ),
     "tanh-gelu": ModelConfig(vocab_size=50, max_seq_len=16, d_model=32, n_heads=4, d_mlp=64, gelu="tanh"),
     "no-scale": ModelConfig(vocab_size=50, max_seq_len=16, d_model=32, n_heads=2, scale_attention=False),
 }
@@ -68,7 +72,11 @@ def test_lm_head_is_tied(tiny_config: ModelConfig) -> None:
     model = Transformer(tiny_config).eval()
     ids = torch.randint(0, tiny_config.vocab_size, (1, 5))
     with torch.no_grad():
-        h = model.ln_final(model.blocks[1](model.blocks[0](model.token_embedding(ids) + model.position_embedding(torch.arange(5)))))
+        h = model.ln_final(
+            model.blocks[1](
+                model.blocks[0](model.token_embedding(ids) + model.position_embedding(torch.arange(5)))
+            )
+        )
         torch.testing.assert_close(model(ids), h @ model.token_embedding.weight.T)
 
 

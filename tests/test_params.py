@@ -19,7 +19,10 @@ def test_default_total_is_3_156_992() -> None:
 
 @pytest.mark.parametrize(
     "config",
-    [ModelConfig(), ModelConfig(vocab_size=1000, d_model=96, n_heads=4, n_layers=5, d_mlp=200, max_seq_len=77)],
+    [
+        ModelConfig(),
+        ModelConfig(vocab_size=1000, d_model=96, n_heads=4, n_layers=5, d_mlp=200, max_seq_len=77),
+    ],
 )
 def test_components_follow_closed_forms(config: ModelConfig) -> None:
     """Each component's count equals its formula; the tied head adds nothing."""
@@ -59,8 +62,25 @@ def test_peak_rss_sees_a_temporary_allocation() -> None:
 
 def test_measured_memory_in_a_fresh_process() -> None:
     """In a fresh process, building the model grows RSS by about its weight bytes; a forward needs more."""
-    command = [sys.executable, "-m", "toolkit", "params", "--json", "--device", "cpu",
-               "--vocab", "4096", "--d-model", "512", "--heads", "4", "--mlp", "2048", "--max-seq-len", "256"]
+    command = [
+        sys.executable,
+        "-m",
+        "toolkit",
+        "params",
+        "--json",
+        "--device",
+        "cpu",
+        "--vocab",
+        "4096",
+        "--d-model",
+        "512",
+        "--heads",
+        "4",
+        "--mlp",
+        "2048",
+        "--max-seq-len",
+        "256",
+    ]
     result = subprocess.run(command, capture_output=True, text=True, check=True, timeout=120)
     report = json.loads(result.stdout)
     memory = report["memory"]

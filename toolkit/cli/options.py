@@ -49,9 +49,7 @@ ConfigFile = Annotated[
 ]
 DeviceName = Literal["auto", "cpu", "cuda"]
 DtypeName = Literal["float32", "bfloat16", "float16"]
-Device = Annotated[
-    DeviceName, typer.Option("--device", help="auto = CUDA when a GPU is visible, else CPU.")
-]
+Device = Annotated[DeviceName, typer.Option("--device", help="auto = CUDA when a GPU is visible, else CPU.")]
 Dtype = Annotated[DtypeName, typer.Option("--dtype", help="Floating-point type of weights and activations.")]
 SeqLen = Annotated[
     int | None, typer.Option("--seq-len", min=1, help="Sequence length of the input (default max-seq-len).")
@@ -85,4 +83,5 @@ def model_config(
 
 
 # The Literal types above must list what toolkit.device accepts.
-assert get_args(DeviceName) == DEVICE_CHOICES and get_args(DtypeName) == tuple(DTYPES)
+assert get_args(DeviceName) == DEVICE_CHOICES
+assert get_args(DtypeName) == tuple(DTYPES)

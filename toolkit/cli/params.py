@@ -36,7 +36,9 @@ def params_command(
 ) -> None:
     config = opt.model_config(config_file, vocab, max_seq_len, d_model, heads, layers, mlp, eps)
     if seq_len is not None and seq_len > config.max_seq_len:
-        raise InputError(f"--seq-len {seq_len} exceeds max_seq_len={config.max_seq_len}; lower it or raise --max-seq-len")
+        raise InputError(
+            f"--seq-len {seq_len} exceeds max_seq_len={config.max_seq_len}; lower it or raise --max-seq-len"
+        )
     torch_device, torch_dtype = resolve_device(device), resolve_dtype(dtype)
     if measure:
         report = measure_params(config, torch_device, torch_dtype, seq_len=seq_len, batch=batch)

@@ -12,9 +12,9 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, never a window
 
-from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.figure import Figure
 
-from toolkit.files import atomic_path  # noqa: E402
+from toolkit.files import atomic_path
 
 PLOTS_DIR = Path("plots")
 

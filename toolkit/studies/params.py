@@ -15,14 +15,14 @@ import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 import torch
 
 from toolkit.config import ModelConfig
 from toolkit.device import device_name
-from toolkit.model import Transformer
+from toolkit.model import Block, Transformer
 
 BYTES_PER_ELEMENT = {"float32": 4, "bfloat16/float16": 2, "int8": 1}
 
@@ -72,11 +72,13 @@ class ParamsReport:
         if self.memory is None:
             return text + "."
         memory = self.memory
+        grew = "CUDA memory" if memory.device == "cuda" else "RSS"
+        build_mib, activation_mib = memory.build_bytes / 2**20, memory.activation_bytes / 2**20
         return (
-            f"{text}; building the model grew {'CUDA memory' if memory.device == 'cuda' else 'RSS'} by {memory.build_bytes / 2**20:.1f} MiB "
-            f"({memory.build_bytes / weights:.2f}× the weights), and one forward pass at "
-            f"batch {memory.batch} × {memory.seq_len} tokens needed {memory.activation_bytes / 2**20:.1f} MiB "
-            "more for activations and temporaries."
+            f"{text}; building the model grew {grew} by {build_mib:.1f} MiB "
+            f"({memory.build_bytes / weights:.2f}× the weights), and one forward pass at batch "
+            f"{memory.batch} × {memory.seq_len} tokens needed {activation_mib:.1f} MiB more for "
+            "activations and temporaries."
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -102,7 +104,7 @@ def count_params(model: Transformer) -> list[ComponentCount]:
         ComponentCount("token embedding", _numel(model.token_embedding)),
         ComponentCount("position embedding", _numel(model.position_embedding)),
     ]
-    for index, block in enumerate(model.blocks):
+    for index, block in enumerate(cast(list[Block], model.blocks)):
         rows.append(ComponentCount(f"block {index} attention", _numel(block.attn)))
         rows.append(ComponentCount(f"block {index} MLP", _numel(block.mlp)))
         rows.append(ComponentCount(f"block {index} norms", _numel(block.ln1) + _numel(block.ln2)))

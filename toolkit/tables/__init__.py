@@ -21,7 +21,7 @@ def fmt_float(value: float, digits: int = 3) -> str:
     magnitude = abs(value)
     if magnitude >= 1e6 or magnitude < 1e-3:
         return f"{value:.{digits - 1}e}"
-    return f"{value:,.{max(digits - 1 - int(math.floor(math.log10(magnitude))), 0)}f}"
+    return f"{value:,.{max(digits - 1 - math.floor(math.log10(magnitude)), 0)}f}"
 
 
 def fmt_bytes(n_bytes: float) -> str:

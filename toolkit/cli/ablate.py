@@ -1,0 +1,142 @@
+"""``toolkit ablate``: what each architecture change does to a checkpoint's logits and latency."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import torch
+import typer
+
+from toolkit.cli import options as opt
+from toolkit.cli.app import app
+from toolkit.cli.load_weights import Examples, Mapping, Weights
+from toolkit.cli.output import note, print_json, progress_bar, show
+from toolkit.config import GELU_VARIANTS, NORM_VARIANTS, RESIDUAL_VARIANTS, ModelConfig
+from toolkit.device import resolve_device, resolve_dtype
+from toolkit.errors import WeightsError
+from toolkit.plots.ablation import DEFAULT_PATH, save_ablation_plot
+from toolkit.studies.ablation import run_ablation, select_variants
+from toolkit.tables.ablation import latency_table, output_table, verdict_table
+from toolkit.weights import load_checkpoint, read_examples, shipped_files
+
+VARIANTS = "Variants (none given: the classic suite)"
+TIMING = "Latency"
+
+_RESIDUALS = ", ".join(r for r in RESIDUAL_VARIANTS if r != "standard")
+_GELUS = ", ".join(g for g in GELU_VARIANTS if g != ModelConfig.gelu)
+_NORMS = ", ".join(n for n in NORM_VARIANTS if n != ModelConfig.norm) or "none yet"
+
+VariantEps = Annotated[
+    float | None,
+    typer.Option("--eps", help="Variant: LayerNorm eps (the classic study uses 1e-4).", rich_help_panel=VARIANTS),
+]
+NoScale = Annotated[
+    bool,
+    typer.Option("--no-scale", help="Variant: attention logits not divided by sqrt(head_dim).", rich_help_panel=VARIANTS),
+]
+Gelu = Annotated[
+    str | None, typer.Option("--gelu", help=f"Variant: GELU form ({_GELUS}).", rich_help_panel=VARIANTS)
+]
+Residual = Annotated[
+    list[str] | None,
+    typer.Option("--residual", help=f"Variant: residual wiring ({_RESIDUALS}); repeatable.", rich_help_panel=VARIANTS),
+]
+Norm = Annotated[
+    str | None, typer.Option("--norm", help=f"Variant: norm implementation ({_NORMS}).", rich_help_panel=VARIANTS)
+]
+Budget = Annotated[
+    float,
+    typer.Option("--budget", min=0.5, help="Seconds for the interleaved latency run.", rich_help_panel=TIMING),
+]
+Latency = Annotated[
+    bool,
+    typer.Option("--latency/--no-latency", help="Time the variants (--no-latency: outputs only).", rich_help_panel=TIMING),
+]
+PlotPath = Annotated[Path, typer.Option("--plot", help="Where to write the output-vs-latency plot (PNG).")]
+NoPlot = Annotated[bool, typer.Option("--no-plot", help="Do not write the plot.")]
+RANDOM_LENGTHS = (1, 64)
+
+
+@app.command(
+    "ablate",
+    help="What each architecture change (eps, attention scaling, GELU, residual wiring, norm) does to a "
+    "checkpoint's logits and to its latency, with the same weights.",
+)
+def ablate_command(
+    weights: Weights = None,
+    examples: Examples = None,
+    mapping: Mapping = None,
+    heads: opt.Heads = None,
+    eps: VariantEps = None,
+    no_scale: NoScale = False,
+    gelu: Gelu = None,
+    residual: Residual = None,
+    norm: Norm = None,
+    device: opt.Device = "auto",
+    dtype: opt.Dtype = "float32",
+    seq_len: opt.SeqLen = None,
+    batch: opt.Batch = 1,
+    budget: Budget = 60.0,
+    latency: Latency = True,
+    plot: PlotPath = DEFAULT_PATH,
+    no_plot: NoPlot = False,
+    json: opt.Json = False,
+) -> None:
+    torch_device, torch_dtype = resolve_device(device), resolve_dtype(dtype)
+    if weights is None:
+        weights, shipped_examples = shipped_files()
+        examples = shipped_examples if examples is None else examples
+    with progress_bar() as progress:
+        model, report = load_checkpoint(weights, examples=examples, mapping=mapping, n_heads=heads, progress=progress)
+        if report.verified and not report.passed:
+            raise WeightsError(
+                f"{weights} does not reproduce its examples (max abs diff {report.max_abs_diff:.3g} > atol "
+                f"{report.atol:g}); an ablation of a wrongly loaded model means nothing. Run 'toolkit "
+                "load-weights' with the same options to see why"
+            )
+        variants = select_variants(
+            model.config, eps=eps, no_scale=no_scale, gelu=gelu, residuals=residual or (), norm=norm
+        )
+        if seq_len is not None and seq_len > model.config.max_seq_len:
+            raise WeightsError(
+                f"--seq-len {seq_len} exceeds the checkpoint's max_seq_len={model.config.max_seq_len}; lower it"
+            )
+        if examples is not None:
+            inputs = [example.input_ids for example in read_examples(examples)]
+        else:
+            inputs = _random_inputs(model.config)
+            lengths = ", ".join(str(len(ids)) for ids in inputs)
+            note(f"no --examples given: output change measured on random token ids of lengths {lengths}")
+        result = run_ablation(
+            model,
+            inputs,
+            variants,
+            device=torch_device,
+            dtype=torch_dtype,
+            seq_len=seq_len,
+            batch=batch,
+            budget_s=budget,
+            time_latency=latency,
+            progress=progress,
+        )
+    if not no_plot:
+        note(f"plot written to {save_ablation_plot(result, plot)}")
+    if result.latency is not None:
+        for warning in result.latency.warnings:
+            note(f"timing: {warning}")
+    if json:
+        print_json(result.to_dict())
+        return
+    show(output_table(result))
+    table = latency_table(result)
+    if table is not None:
+        show(table)
+    show(verdict_table(result))
+
+
+def _random_inputs(config: ModelConfig) -> list[torch.Tensor]:
+    """Seeded random token ids of a few lengths (1, 64 and max_seq_len, those that fit)."""
+    generator = torch.Generator().manual_seed(0)
+    lengths = sorted({min(n, config.max_seq_len) for n in (*RANDOM_LENGTHS, config.max_seq_len)})
+    return [torch.randint(0, config.vocab_size, (n,), generator=generator) for n in lengths]
