@@ -4,6 +4,7 @@ from __future__ import annotations
 
 # Each import registers its command on `app`.
 from toolkit.cli import params as _params  # noqa: F401
+from toolkit.cli import load_weights as _load_weights  # noqa: F401
 from toolkit.cli.app import app
 
 __all__ = ["app", "main"]

@@ -39,7 +39,7 @@ def _finite(value: Any) -> Any:
 
 
 def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(_finite(data), indent=2, default=_json_default) + "\n")
+    sys.stdout.write(json.dumps(_finite(data), indent=2, default=_json_default, ensure_ascii=False) + "\n")
     sys.stdout.flush()
 
 
@@ -66,6 +66,7 @@ def progress_bar(enabled: bool = True) -> Iterator[ProgressCallback]:
         TimeElapsedColumn(),
         console=err_console,
         transient=True,
+        disable=not err_console.is_terminal,  # no bar (and no stray blank line) in pipes and CI logs
     )
     task = progress.add_task("starting", total=None)
 
