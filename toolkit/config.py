@@ -19,7 +19,8 @@ from toolkit.errors import ConfigError
 
 GELU_VARIANTS = ("none", "tanh")  # torch.nn.functional.gelu's `approximate` argument
 RESIDUAL_VARIANTS = ("standard", "input-skip", "no-mlp-skip", "parallel")
-NORM_VARIANTS = ("torch",)
+NORM_VARIANTS = ("torch", "custom", "rms", "none", "batch")
+"""torch / custom LayerNorm (same function), RMSNorm, no normalisation, BatchNorm over features."""
 
 _SIZE_FIELDS = ("vocab_size", "max_seq_len", "d_model", "n_heads", "n_layers", "d_mlp")
 

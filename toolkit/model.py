@@ -17,12 +17,25 @@ from torch import nn
 
 from toolkit.config import ModelConfig
 from toolkit.errors import InputError
+from toolkit.layernorm import FeatureBatchNorm, LayerNorm
 
 
 def make_norm(config: ModelConfig) -> nn.Module:
-    """The normalisation layer that ``config.norm`` names, over the last dimension of size d_model."""
+    """The normalisation layer that ``config.norm`` names, over the last dimension of size d_model.
+
+    ``torch`` and ``custom`` are the same LayerNorm (PyTorch's, or ``toolkit.layernorm``'s with the
+    same state-dict keys); ``rms``, ``none`` and ``batch`` are the training study's alternatives.
+    """
     if config.norm == "torch":
         return nn.LayerNorm(config.d_model, eps=config.norm_eps)
+    if config.norm == "custom":
+        return LayerNorm(config.d_model, eps=config.norm_eps)
+    if config.norm == "rms":
+        return nn.RMSNorm(config.d_model, eps=config.norm_eps)
+    if config.norm == "batch":
+        return FeatureBatchNorm(config.d_model, eps=config.norm_eps)
+    if config.norm == "none":
+        return nn.Identity()
     raise AssertionError(f"ModelConfig accepted an unknown norm {config.norm!r}")
 
 

@@ -10,13 +10,13 @@ import typer
 
 from toolkit.cli import options as opt
 from toolkit.cli.app import app
-from toolkit.cli.load_weights import Examples, Mapping, Weights
+from toolkit.cli.load_weights import Atol, Examples, HeadsSearch, Mapping, Weights
 from toolkit.cli.output import note, print_json, progress_bar, show
-from toolkit.config import GELU_VARIANTS, NORM_VARIANTS, RESIDUAL_VARIANTS, ModelConfig
+from toolkit.config import GELU_VARIANTS, RESIDUAL_VARIANTS, ModelConfig
 from toolkit.device import resolve_device, resolve_dtype
-from toolkit.errors import WeightsError
+from toolkit.errors import InputError, WeightsError
 from toolkit.plots.ablation import DEFAULT_PATH, save_ablation_plot
-from toolkit.studies.ablation import run_ablation, select_variants
+from toolkit.studies.ablation import run_ablation, select_variants, weight_sharing_norms
 from toolkit.tables.ablation import latency_table, output_table, verdict_table
 from toolkit.weights import load_checkpoint, read_examples, shipped_files
 
@@ -25,33 +25,48 @@ TIMING = "Latency"
 
 _RESIDUALS = ", ".join(r for r in RESIDUAL_VARIANTS if r != "standard")
 _GELUS = ", ".join(g for g in GELU_VARIANTS if g != ModelConfig.gelu)
-_NORMS = ", ".join(n for n in NORM_VARIANTS if n != ModelConfig.norm) or "none yet"
+_NORMS = ", ".join(n for n in weight_sharing_norms(ModelConfig()) if n != ModelConfig.norm) or "none yet"
 
 VariantEps = Annotated[
     float | None,
-    typer.Option("--eps", help="Variant: LayerNorm eps (the classic study uses 1e-4).", rich_help_panel=VARIANTS),
+    typer.Option(
+        "--eps", help="Variant: LayerNorm eps (the classic study uses 1e-4).", rich_help_panel=VARIANTS
+    ),
 ]
 NoScale = Annotated[
     bool,
-    typer.Option("--no-scale", help="Variant: attention logits not divided by sqrt(head_dim).", rich_help_panel=VARIANTS),
+    typer.Option(
+        "--no-scale",
+        help="Variant: attention logits not divided by sqrt(head_dim).",
+        rich_help_panel=VARIANTS,
+    ),
 ]
 Gelu = Annotated[
     str | None, typer.Option("--gelu", help=f"Variant: GELU form ({_GELUS}).", rich_help_panel=VARIANTS)
 ]
 Residual = Annotated[
     list[str] | None,
-    typer.Option("--residual", help=f"Variant: residual wiring ({_RESIDUALS}); repeatable.", rich_help_panel=VARIANTS),
+    typer.Option(
+        "--residual", help=f"Variant: residual wiring ({_RESIDUALS}); repeatable.", rich_help_panel=VARIANTS
+    ),
 ]
 Norm = Annotated[
-    str | None, typer.Option("--norm", help=f"Variant: norm implementation ({_NORMS}).", rich_help_panel=VARIANTS)
+    str | None,
+    typer.Option("--norm", help=f"Variant: norm implementation ({_NORMS}).", rich_help_panel=VARIANTS),
 ]
 Budget = Annotated[
     float,
-    typer.Option("--budget", min=0.5, help="Seconds for the interleaved latency run.", rich_help_panel=TIMING),
+    typer.Option(
+        "--budget", min=0.5, help="Seconds for the interleaved latency run.", rich_help_panel=TIMING
+    ),
 ]
 Latency = Annotated[
     bool,
-    typer.Option("--latency/--no-latency", help="Time the variants (--no-latency: outputs only).", rich_help_panel=TIMING),
+    typer.Option(
+        "--latency/--no-latency",
+        help="Time the variants (--no-latency: outputs only).",
+        rich_help_panel=TIMING,
+    ),
 ]
 PlotPath = Annotated[Path, typer.Option("--plot", help="Where to write the output-vs-latency plot (PNG).")]
 NoPlot = Annotated[bool, typer.Option("--no-plot", help="Do not write the plot.")]
@@ -67,7 +82,8 @@ def ablate_command(
     weights: Weights = None,
     examples: Examples = None,
     mapping: Mapping = None,
-    heads: opt.Heads = None,
+    heads: HeadsSearch = None,
+    atol: Atol = 1e-4,
     eps: VariantEps = None,
     no_scale: NoScale = False,
     gelu: Gelu = None,
@@ -88,7 +104,9 @@ def ablate_command(
         weights, shipped_examples = shipped_files()
         examples = shipped_examples if examples is None else examples
     with progress_bar() as progress:
-        model, report = load_checkpoint(weights, examples=examples, mapping=mapping, n_heads=heads, progress=progress)
+        model, report = load_checkpoint(
+            weights, examples=examples, mapping=mapping, n_heads=heads, atol=atol, progress=progress
+        )
         if report.verified and not report.passed:
             raise WeightsError(
                 f"{weights} does not reproduce its examples (max abs diff {report.max_abs_diff:.3g} > atol "
@@ -99,8 +117,9 @@ def ablate_command(
             model.config, eps=eps, no_scale=no_scale, gelu=gelu, residuals=residual or (), norm=norm
         )
         if seq_len is not None and seq_len > model.config.max_seq_len:
-            raise WeightsError(
-                f"--seq-len {seq_len} exceeds the checkpoint's max_seq_len={model.config.max_seq_len}; lower it"
+            raise InputError(
+                f"--seq-len {seq_len} exceeds the checkpoint's "
+                f"max_seq_len={model.config.max_seq_len}; lower it"
             )
         if examples is not None:
             inputs = [example.input_ids for example in read_examples(examples)]
@@ -123,7 +142,7 @@ def ablate_command(
     if not no_plot:
         note(f"plot written to {save_ablation_plot(result, plot)}")
     if result.latency is not None:
-        for warning in result.latency.warnings:
+        for warning in result.latency.summary_warnings:
             note(f"timing: {warning}")
     if json:
         print_json(result.to_dict())

@@ -1,0 +1,136 @@
+"""`toolkit latency` through Typer's CliRunner on a tiny config: table, JSON, CSV, plots, bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from toolkit.cli import app
+from toolkit.studies import latency as latency_study
+
+runner = CliRunner()
+TINY = [
+    "--vocab",
+    "61",
+    "--max-seq-len",
+    "32",
+    "--d-model",
+    "24",
+    "--heads",
+    "3",
+    "--layers",
+    "2",
+    "--mlp",
+    "40",
+]
+FAST = [*TINY, "--device", "cpu", "--budget", "0.1"]
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture
+def restore_threads() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def _invoke(args: list[str]) -> Any:
+    return runner.invoke(app, ["latency", *args])
+
+
+def assert_one_line_error(result: Any, fragment: str) -> None:
+    """Exit 2, one line on stderr containing ``fragment``, no traceback."""
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("toolkit: error: ")
+    assert fragment in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.usefixtures("restore_threads")
+def test_sweep_prints_table_writes_plot_and_csv(tmp_path: Path) -> None:
+    """A heads sweep prints its table and trend, and writes the PNG and a CSV row per value."""
+    plot, table = tmp_path / "heads.png", tmp_path / "rows.csv"
+    result = _invoke(
+        [
+            *FAST,
+            "--vary",
+            "heads",
+            "--values",
+            "1,3,6",
+            "--threads",
+            "1",
+            "--plot",
+            str(plot),
+            "--csv",
+            str(table),
+        ]
+    )
+    assert result.exit_code == 0, result.output
+    assert "median" in result.stdout
+    assert "GFLOP/s" in result.stdout
+    assert "log-log" in result.stdout
+    assert "full S×S" in result.stdout.replace("\n", " ")
+    assert plot.read_bytes()[:8] == PNG_SIGNATURE
+    with table.open(encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["value"] for row in rows] == ["1", "3", "6"]
+    assert [row["n_heads"] for row in rows] == ["1", "3", "6"]
+    assert {row["threads"] for row in rows} == {"1"}
+    assert all(float(row["median_ms"]) > 0 for row in rows)
+
+
+def test_vary_all_json_and_plots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--vary all --json: one object with a summary row and a plot per parameter (short default sweeps)."""
+    short = {
+        "seq-len": (8, 16),
+        "vocab": (32, 61),
+        "d-model": (12, 24),
+        "heads": (1, 3),
+        "layers": (1, 2),
+        "mlp": (20, 40),
+        "batch": (1, 2),
+    }
+    for vary, values in short.items():
+        monkeypatch.setitem(latency_study.DEFAULT_VALUES, vary, values)
+    result = _invoke([*FAST, "--seq-len", "16", "--vary", "all", "--json", "--plot", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert [item["vary"] for item in data["summary"]] == list(short)
+    assert [len(sweep["rows"]) for sweep in data["sweeps"]] == [2] * 7
+    assert data["sweeps"][0]["context"]["device_name"]
+    for vary in short:
+        assert (tmp_path / f"latency_{vary}.png").read_bytes()[:8] == PNG_SIGNATURE
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--vary", "width"], "--vary"),
+        (["--vary", "heads", "--values", "1,two"], "comma-separated integers"),
+        (["--vary", "heads", "--values", "3,5"], "do not divide d_model=24"),
+        (["--vary", "d-model", "--values", "24,25"], "multiples of heads=3"),
+        (["--vary", "all", "--values", "1,2"], "--values cannot be used with --vary all"),
+        (["--vary", "layers", "--budget", "0"], "--budget"),
+        (["--vary", "layers", "--seq-len", "64"], "exceeds max_seq_len=32"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args: list[str], fragment: str, tmp_path: Path) -> None:
+    """Unknown --vary, malformed or impossible --values, bad budget: one line on stderr, exit 2."""
+    plot = tmp_path / "never.png"
+    assert_one_line_error(_invoke([*FAST, *args, "--plot", str(plot)]), fragment)
+    assert not plot.exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible, so --device cuda is valid")
+def test_cuda_without_gpu_is_refused() -> None:
+    """--device cuda on a machine without a GPU: one line, exit 2."""
+    assert_one_line_error(_invoke([*TINY, "--device", "cuda"]), "no CUDA GPU")

@@ -1,0 +1,169 @@
+"""Latency sweeps: configs per value, trend fits on known curves, a tiny sweep end to end, the plot."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from matplotlib.figure import Figure
+
+from toolkit import ModelConfig
+from toolkit.errors import SweepError
+from toolkit.flops import forward_flops
+from toolkit.plots.latency import AXIS_LABELS, LATENCY_LABEL, latency_figure, save_latency_plot
+from toolkit.studies.latency import (
+    DEFAULT_VALUES,
+    VARY_CHOICES,
+    LatencyResult,
+    fit_trend,
+    influence,
+    measure_latency_sweep,
+    parse_values,
+    sweep_configs,
+)
+from toolkit.tables.latency import latency_table, trend_text
+
+CPU = torch.device("cpu")
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def test_fit_trend_recovers_a_line_and_a_power_law() -> None:
+    """A straight line gives its intercept and slope exactly; y = 3·x² gives log-log exponent 2."""
+    x = [1.0, 2.0, 4.0, 8.0]
+    line = fit_trend(x, [2.0 + 0.5 * v for v in x])
+    assert line.intercept_ms == pytest.approx(2.0)
+    assert line.slope_ms == pytest.approx(0.5)
+    assert line.r2_linear == pytest.approx(1.0)
+    assert fit_trend(x, [3.0 * v**2 for v in x]).exponent == pytest.approx(2.0)
+
+
+def test_fit_trend_quadratic_share() -> None:
+    """For a + b·S + c·S², the S² term's share at S0 is c·S0² / latency(S0)."""
+    x = np.array([256.0, 512.0, 1024.0, 2048.0, 4096.0])
+    a, b, c = 1.0, 0.01, 2e-6
+    trend = fit_trend(x, a + b * x + c * x**2, quadratic_at=1024.0)
+    assert trend.quadratic == pytest.approx((a, b, c), rel=1e-6, abs=1e-9)
+    at = a + b * 1024 + c * 1024**2
+    assert trend.quadratic_share == pytest.approx(c * 1024**2 / at)
+    assert trend.r2_quadratic == pytest.approx(1.0)
+
+
+def test_parse_values() -> None:
+    """Comma-separated positive integers, sorted; anything else is refused with the expected form."""
+    assert parse_values("8,1, 2,4") == [1, 2, 4, 8]
+    for bad in ("1,two", "4", "0,1", "2,2,4", "1.5,2"):
+        with pytest.raises(SweepError):
+            parse_values(bad)
+
+
+def test_sweep_configs_change_only_the_swept_parameter() -> None:
+    """Each value changes one field; heads keep d_model; seq-len raises max_seq_len to fit."""
+    base = ModelConfig()
+    heads = sweep_configs("heads", [1, 4], base, 1, 1024)
+    assert [(c.n_heads, c.d_model, c.head_dim) for c, _, _ in heads] == [(1, 256, 256), (4, 256, 64)]
+    seq = sweep_configs("seq-len", [512, 4096], base, 1, 1024)
+    assert [(c.max_seq_len, s) for c, _, s in seq] == [(1024, 512), (4096, 4096)]
+    batch = sweep_configs("batch", [2, 8], base, 1, 1024)
+    assert [(c, b) for c, b, _ in batch] == [(base, 2), (base, 8)]
+    layers = sweep_configs("layers", [1, 6], base, 1, 1024)
+    assert [c.replace(n_layers=3) for c, _, _ in layers] == [base, base]
+
+
+def test_sweep_configs_refuse_impossible_values() -> None:
+    """Heads that do not divide d_model, and widths that heads do not divide, are refused with the fix."""
+    with pytest.raises(SweepError, match=r"do not divide d_model=256.*divisors"):
+        sweep_configs("heads", [2, 3], ModelConfig(), 1, 1024)
+    with pytest.raises(SweepError, match="multiples of heads=2"):
+        sweep_configs("d-model", [64, 99], ModelConfig(), 1, 1024)
+    with pytest.raises(SweepError, match="unknown --vary"):
+        sweep_configs("width", [1, 2], ModelConfig(), 1, 1024)
+
+
+def test_default_values_fit_the_default_config() -> None:
+    """Every default sweep is valid around the reference config."""
+    for vary in VARY_CHOICES:
+        assert len(sweep_configs(vary, DEFAULT_VALUES[vary], ModelConfig(), 1, 1024)) >= 4
+
+
+@pytest.fixture(scope="module")
+def tiny_sweep() -> LatencyResult:
+    config = ModelConfig(vocab_size=61, max_seq_len=32, d_model=24, n_heads=3, n_layers=2, d_mlp=40)
+    return measure_latency_sweep(
+        "layers", config, values=[1, 2, 4], device=CPU, budget_s=0.0, matmul_size=64, warmup=1
+    )
+
+
+def test_tiny_sweep_rows_and_derived_rates(tiny_sweep: LatencyResult) -> None:
+    """One row per value with its own config; tokens/s and GFLOP/s follow from the median and FLOPs."""
+    rows = tiny_sweep.rows()
+    assert [r["value"] for r in rows] == [1, 2, 4]
+    assert [r["n_layers"] for r in rows] == [1, 2, 4]
+    assert tiny_sweep.default_value == 2
+    for point, row in zip(tiny_sweep.points, rows, strict=True):
+        assert row["flops"] == forward_flops(point.config, 1, 32).total
+        seconds = row["median_ms"] / 1e3
+        assert row["tokens_per_s"] == pytest.approx(32 / seconds)
+        assert row["gflops"] == pytest.approx(row["flops"] / seconds / 1e9)
+        assert row["pct_of_matmul"] == pytest.approx(100 * row["gflops"] / tiny_sweep.matmul_gflops)
+        assert row["n_samples"] >= 10
+        assert row["ci_low_ms"] <= row["median_ms"] <= row["ci_high_ms"]
+    matmul = tiny_sweep.matmul
+    assert tiny_sweep.matmul_gflops == pytest.approx(2 * 64**3 / (matmul.median_ms * 1e-3) / 1e9)
+    assert tiny_sweep.rounds == matmul.n_samples >= 10
+    assert all(p.measurement.n_samples == tiny_sweep.rounds for p in tiny_sweep.points)  # interleaved
+    assert math.isfinite(tiny_sweep.trend.slope_ms)
+    data = json.loads(json.dumps(tiny_sweep.to_dict()))
+    assert data["context"]["threads"] == torch.get_num_threads()
+    assert "full S×S" in data["flop_convention"]
+    frame = tiny_sweep.to_frame()
+    assert list(frame["value"]) == [1, 2, 4]
+    assert {"device_name", "dtype", "allocator", "matmul_gflops"} <= set(frame.columns)
+
+
+def test_influence_share(tiny_sweep: LatencyResult) -> None:
+    """The share of the default latency is slope × default / the linear fit at the default."""
+    item = influence(tiny_sweep)
+    t = tiny_sweep.trend
+    assert item.fit == "linear"
+    assert item.share == pytest.approx(t.slope_ms * 2 / (t.intercept_ms + 2 * t.slope_ms))
+
+
+def test_influence_of_seq_len_uses_the_quadratic(tiny_sweep: LatencyResult) -> None:
+    """For seq-len the share and the local slope come from a + b·S + c·S² at the default S."""
+    x = np.array([256.0, 512.0, 1024.0, 2048.0])
+    a, b, c = 10.0, 0.02, 1e-5
+    result = dataclasses.replace(
+        tiny_sweep, vary="seq-len", default_value=1024, trend=fit_trend(x, a + b * x + c * x**2, 1024.0)
+    )
+    item = influence(result)
+    at = a + b * 1024 + c * 1024**2
+    assert item.fit == "quadratic"
+    assert item.share == pytest.approx((at - a) / at)
+    assert item.slope_ms == pytest.approx(b + 2 * c * 1024)
+
+
+def test_plot_is_png_with_labelled_axes(tiny_sweep: LatencyResult, tmp_path: Path) -> None:
+    """The figure has the swept parameter and latency (ms) on its axes; the file is a PNG."""
+    figure = latency_figure(tiny_sweep)
+    assert isinstance(figure, Figure)
+    ax = figure.axes[0]
+    assert ax.get_xlabel() == AXIS_LABELS["layers"]
+    assert ax.get_ylabel() == LATENCY_LABEL
+    assert "(ms)" in LATENCY_LABEL
+    assert "d=24" in ax.get_title()
+    path = save_latency_plot(tiny_sweep, f"{tmp_path}/sweep.png")
+    assert path.read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_table_and_trend_text(tiny_sweep: LatencyResult) -> None:
+    """The table has a row per value; the trend text states the fit and the exponent."""
+    table = latency_table(tiny_sweep)
+    assert table.row_count == 3
+    text = trend_text(tiny_sweep)
+    assert "ms × layers" in text
+    assert "log-log" in text

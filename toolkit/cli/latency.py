@@ -1,0 +1,201 @@
+"""``toolkit latency``: what affects the forward pass's latency, and how (one-parameter sweeps)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal, get_args
+
+import torch
+import typer
+
+from toolkit.cli import options as opt
+from toolkit.cli.app import app
+from toolkit.cli.output import note, print_json, progress_bar, show
+from toolkit.device import resolve_device, resolve_dtype
+from toolkit.errors import SweepError
+from toolkit.files import atomic_path
+from toolkit.plots import PLOTS_DIR
+from toolkit.plots.latency import save_latency_plot
+from toolkit.studies.latency import (
+    DEFAULT_VALUES,
+    VARY_CHOICES,
+    LatencyReport,
+    LatencyResult,
+    measure_latency_all,
+    measure_latency_sweep,
+    parse_values,
+)
+from toolkit.tables.latency import context_text, latency_table, summary_table, trend_text
+
+SWEEP = "Sweep"
+TIMING = "Timing"
+
+_DEFAULTS_HELP = "; ".join(f"{k}: {','.join(map(str, v))}" for k, v in DEFAULT_VALUES.items())
+
+VaryName = Literal["seq-len", "vocab", "d-model", "heads", "layers", "mlp", "batch", "all"]
+Vary = Annotated[
+    VaryName,
+    typer.Option(
+        "--vary",
+        help="The parameter to sweep; 'all' runs every sweep with its defaults and summarises.",
+        rich_help_panel=SWEEP,
+    ),
+]
+assert get_args(VaryName) == (*VARY_CHOICES, "all")  # the Literal must list what the study accepts
+
+Values = Annotated[
+    str | None,
+    typer.Option(
+        "--values",
+        help=f"Comma-separated values to sweep, e.g. 1,2,4,8. Defaults: {_DEFAULTS_HELP}.",
+        rich_help_panel=SWEEP,
+    ),
+]
+Threads = Annotated[
+    int | None,
+    typer.Option(
+        "--threads",
+        min=1,
+        help="CPU threads for torch (default: torch's choice, all cores).",
+        rich_help_panel=TIMING,
+    ),
+]
+Compile = Annotated[
+    bool,
+    typer.Option(
+        "--compile",
+        help="torch.compile the model first (CUDA: mode=reduce-overhead, CUDA graphs); compile time is "
+        "reported apart from latency.",
+        rich_help_panel=TIMING,
+    ),
+]
+Budget = Annotated[
+    float,
+    typer.Option(
+        "--budget",
+        min=0.1,
+        help="Seconds of timing per swept value, at most (at least 10 rounds are timed).",
+        rich_help_panel=TIMING,
+    ),
+]
+TargetCi = Annotated[
+    float,
+    typer.Option(
+        "--target-ci",
+        min=0.1,
+        max=50.0,
+        help="Stop timing a value once its median's 95% CI is within ± this many percent.",
+        rich_help_panel=TIMING,
+    ),
+]
+Csv = Annotated[
+    Path | None, typer.Option("--csv", help="Also write the rows and the context to this CSV file.")
+]
+PlotPath = Annotated[
+    Path | None,
+    typer.Option(
+        "--plot",
+        help="Plot file (PNG; default plots/latency_VARY.png); with --vary all, a directory "
+        "(default plots/).",
+    ),
+]
+NoPlot = Annotated[bool, typer.Option("--no-plot", help="Do not write plots.")]
+
+
+@app.command(
+    "latency",
+    help="What affects forward latency, and how: sweep one parameter (or all), time each value with a "
+    "CI, fit the trend, plot it.",
+)
+def latency_command(
+    vary: Vary = "heads",
+    values: Values = None,
+    config_file: opt.ConfigFile = None,
+    vocab: opt.Vocab = None,
+    max_seq_len: opt.MaxSeqLen = None,
+    d_model: opt.DModel = None,
+    heads: opt.Heads = None,
+    layers: opt.Layers = None,
+    mlp: opt.Mlp = None,
+    eps: opt.Eps = None,
+    device: opt.Device = "auto",
+    dtype: opt.Dtype = "float32",
+    seq_len: opt.SeqLen = None,
+    batch: opt.Batch = 1,
+    threads: Threads = None,
+    compile: Compile = False,
+    budget: Budget = 8.0,
+    target_ci: TargetCi = 2.0,
+    json: opt.Json = False,
+    csv: Csv = None,
+    plot: PlotPath = None,
+    no_plot: NoPlot = False,
+) -> None:
+    config = opt.model_config(config_file, vocab, max_seq_len, d_model, heads, layers, mlp, eps)
+    if vary == "all" and values is not None:
+        raise SweepError(
+            "--values cannot be used with --vary all (each sweep uses its defaults); pick one --vary"
+        )
+    if seq_len is not None and seq_len > config.max_seq_len and vary != "seq-len":
+        raise SweepError(f"--seq-len {seq_len} exceeds max_seq_len={config.max_seq_len}; raise --max-seq-len")
+    swept = parse_values(values) if values is not None else None
+    torch_device, torch_dtype = resolve_device(device), resolve_dtype(dtype)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    with progress_bar(enabled=not json) as progress:
+        if vary == "all":
+            report = measure_latency_all(
+                config,
+                batch=batch,
+                seq_len=seq_len,
+                device=torch_device,
+                dtype=torch_dtype,
+                compile=compile,
+                budget_s=budget,
+                target_rel_ci=target_ci / 100.0,
+                progress=progress,
+            )
+        else:
+            result = measure_latency_sweep(
+                vary,
+                config,
+                values=swept,
+                batch=batch,
+                seq_len=seq_len,
+                device=torch_device,
+                dtype=torch_dtype,
+                compile=compile,
+                budget_s=budget,
+                target_rel_ci=target_ci / 100.0,
+                progress=progress,
+            )
+    sweeps = report.sweeps if vary == "all" else [result]
+    plot_paths: list[Path] = []
+    if not no_plot:
+        for sweep in sweeps:
+            target = (plot or PLOTS_DIR) / f"latency_{sweep.vary}.png" if vary == "all" else plot
+            plot_paths.append(save_latency_plot(sweep, target))
+    if csv is not None:
+        frame = report.to_frame() if vary == "all" else result.to_frame()
+        with atomic_path(csv) as tmp:
+            frame.to_csv(tmp, index=False)
+    if json:
+        data = report.to_dict() if vary == "all" else result.to_dict()
+        data["plots"] = [str(p) for p in plot_paths]
+        print_json(data)
+        return
+    _show(sweeps, report if vary == "all" else None)
+    for path in plot_paths:
+        note(f"plot written to {path}")
+    if csv is not None:
+        note(f"rows written to {csv}")
+
+
+def _show(sweeps: list[LatencyResult], report: LatencyReport | None) -> None:
+    for sweep in sweeps:
+        show(latency_table(sweep), trend_text(sweep), context_text(sweep), "")
+    if report is not None:
+        show(summary_table(report))
+    for sweep in sweeps:
+        for warning in sweep.warnings:
+            note(f"warning: {warning}")

@@ -1,0 +1,231 @@
+"""``toolkit layernorm-compare``: the custom LayerNorm against PyTorch's, and normalisations in training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from toolkit.cli import options as opt
+from toolkit.cli.app import app
+from toolkit.cli.output import note, print_json, progress_bar, show
+from toolkit.device import resolve_device, resolve_dtype
+from toolkit.errors import ConfigError
+from toolkit.layernorm import available_backends
+from toolkit.plots import PLOTS_DIR
+from toolkit.plots.layernorm import save_layernorm_plots
+from toolkit.studies.layernorm import (
+    DEFAULT_SHAPES,
+    TRAIN_NORMS,
+    LayerNormReport,
+    TrainingSettings,
+    run_layernorm_study,
+    stdlib_corpus,
+    text_corpus,
+)
+from toolkit.tables.layernorm import (
+    memory_table,
+    numerics_table,
+    speed_table,
+    training_cost_table,
+    training_table,
+)
+
+PARTS = "Parts"
+SPEED = "Speed"
+TRAINING = "Training (defaults: a small byte-level GPT)"
+_DEFAULT = TrainingSettings()
+_DEFAULT_SHAPES = ",".join(f"{m}x{n}" for m, n in DEFAULT_SHAPES)
+_DEFAULT_NORMS = ",".join(TRAIN_NORMS)
+
+Numerics = Annotated[
+    bool, typer.Option("--numerics/--no-numerics", help="Errors against float64.", rich_help_panel=PARTS)
+]
+Speed = Annotated[
+    bool, typer.Option("--speed/--no-speed", help="Time the shape grid.", rich_help_panel=PARTS)
+]
+Memory = Annotated[
+    bool,
+    typer.Option("--memory/--no-memory", help="Bytes saved for backward, peak.", rich_help_panel=PARTS),
+]
+Train = Annotated[
+    bool,
+    typer.Option("--train/--no-train", help="Train the small GPT with each norm.", rich_help_panel=PARTS),
+]
+Shapes = Annotated[
+    str,
+    typer.Option(
+        "--shapes",
+        help="Comma-separated M×N shapes (rows × row size) for speed, e.g. 4096x256,8192x4096.",
+        rich_help_panel=SPEED,
+    ),
+]
+Budget = Annotated[
+    float,
+    typer.Option(
+        "--budget",
+        min=0.01,
+        help="Seconds of timing per shape and pass, at most (after 10 rounds).",
+        rich_help_panel=SPEED,
+    ),
+]
+AllBackends = Annotated[
+    bool,
+    typer.Option(
+        "--all-backends",
+        help="Also time the slow torch-ops reference backend (default: only the fast one for the device).",
+        rich_help_panel=SPEED,
+    ),
+]
+Steps = Annotated[
+    int, typer.Option("--steps", min=1, help="Training steps per norm.", rich_help_panel=TRAINING)
+]
+TrainBatch = Annotated[
+    int, typer.Option("--batch", min=1, help="Sequences per step.", rich_help_panel=TRAINING)
+]
+TrainSeqLen = Annotated[
+    int, typer.Option("--seq-len", min=1, help="Bytes per training sequence.", rich_help_panel=TRAINING)
+]
+TrainDModel = Annotated[int, typer.Option("--d-model", min=1, help="Model width.", rich_help_panel=TRAINING)]
+TrainHeads = Annotated[int, typer.Option("--heads", min=1, help="Attention heads.", rich_help_panel=TRAINING)]
+TrainLayers = Annotated[
+    int, typer.Option("--layers", min=1, help="Transformer blocks.", rich_help_panel=TRAINING)
+]
+TrainMlp = Annotated[int, typer.Option("--mlp", min=1, help="MLP hidden width.", rich_help_panel=TRAINING)]
+Lr = Annotated[float, typer.Option("--lr", help="AdamW learning rate.", rich_help_panel=TRAINING)]
+Seed = Annotated[int, typer.Option("--seed", help="Seed of weights and batches.", rich_help_panel=TRAINING)]
+Norms = Annotated[
+    str,
+    typer.Option(
+        "--norms", help=f"Comma-separated, from {', '.join(TRAIN_NORMS)}.", rich_help_panel=TRAINING
+    ),
+]
+Data = Annotated[
+    Path | None,
+    typer.Option(
+        "--data",
+        help="Train on this text file's bytes, the last 10% for validation (default: the running Python's "
+        "standard-library source files).",
+        rich_help_panel=TRAINING,
+    ),
+]
+Dtype = Annotated[
+    opt.DtypeName,
+    typer.Option(
+        "--dtype",
+        help="dtype of the speed and memory inputs (numerics always checks float32 and bfloat16; "
+        "training runs in float32).",
+    ),
+]
+PlotsDir = Annotated[Path, typer.Option("--plots-dir", help="Directory for the PNG plots.")]
+NoPlot = Annotated[bool, typer.Option("--no-plot", help="Do not write plots.")]
+
+
+def parse_shapes(text: str) -> list[tuple[int, int]]:
+    """'4096x256,8192x4096' -> [(4096, 256), (8192, 4096)]."""
+    shapes = []
+    for item in text.split(","):
+        parts = item.strip().lower().replace("×", "x").split("x")
+        try:
+            M, N = (int(p) for p in parts)
+        except ValueError:
+            raise ConfigError(f"--shapes item {item.strip()!r} is not ROWSxSIZE, e.g. 4096x256") from None
+        if M < 1 or N < 1:
+            raise ConfigError(f"--shapes item {item.strip()!r} must have positive sizes")
+        shapes.append((M, N))
+    return shapes
+
+
+@app.command(
+    "layernorm-compare",
+    help="Does the custom LayerNorm match torch's (float64-checked numerics), and what does it cost in "
+    "time, bandwidth and memory? Then train a small GPT with torch/custom LayerNorm, RMSNorm, BatchNorm "
+    "and no norm, and plot what normalisation does.",
+)
+def layernorm_compare_command(
+    numerics: Numerics = True,
+    speed: Speed = True,
+    memory: Memory = True,
+    train: Train = True,
+    device: opt.Device = "auto",
+    dtype: Dtype = "float32",
+    shapes: Shapes = _DEFAULT_SHAPES,
+    budget: Budget = 4.0,
+    all_backends: AllBackends = False,
+    steps: Steps = _DEFAULT.steps,
+    batch: TrainBatch = _DEFAULT.batch,
+    seq_len: TrainSeqLen = _DEFAULT.seq_len,
+    d_model: TrainDModel = _DEFAULT.d_model,
+    heads: TrainHeads = _DEFAULT.n_heads,
+    layers: TrainLayers = _DEFAULT.n_layers,
+    mlp: TrainMlp = _DEFAULT.d_mlp,
+    lr: Lr = _DEFAULT.lr,
+    seed: Seed = _DEFAULT.seed,
+    norms: Norms = _DEFAULT_NORMS,
+    data: Data = None,
+    plots_dir: PlotsDir = PLOTS_DIR,
+    no_plot: NoPlot = False,
+    json: opt.Json = False,
+) -> None:
+    torch_device, torch_dtype = resolve_device(device), resolve_dtype(dtype)
+    grid = parse_shapes(shapes)
+    settings = TrainingSettings(
+        steps=steps,
+        batch=batch,
+        seq_len=seq_len,
+        d_model=d_model,
+        n_heads=heads,
+        n_layers=layers,
+        d_mlp=mlp,
+        lr=lr,
+        seed=seed,
+        eval_every=max(1, steps // 6),
+        norms=tuple(n.strip() for n in norms.split(",") if n.strip()),
+    )
+    corpus = None
+    if train:
+        corpus = text_corpus(data) if data is not None else stdlib_corpus()
+    speed_backends = available_backends(torch_device) if all_backends else None
+    with progress_bar() as progress:
+        report = run_layernorm_study(
+            torch_device,
+            torch_dtype,
+            numerics=numerics,
+            speed=speed,
+            memory=memory,
+            train=train,
+            shapes=grid,
+            speed_backends=speed_backends,
+            budget_s=budget,
+            settings=settings,
+            corpus=corpus,
+            progress=progress,
+        )
+    plots = [] if no_plot else save_layernorm_plots(report, plots_dir)
+    if json:
+        print_json({**report.to_dict(), "plots": [str(p) for p in plots]})
+        return
+    _show(report)
+    for path in plots:
+        note(f"plot written to {path}")
+
+
+def _show(report: LayerNormReport) -> None:
+    if report.numerics is not None:
+        show(numerics_table(report.numerics), "")
+    if report.speed is not None:
+        show(speed_table(report.speed), "")
+        _timing_warnings(report.speed.warnings)
+    if report.memory is not None:
+        show(memory_table(report.memory), "")
+    if report.training is not None:
+        show(training_table(report.training), "", training_cost_table(report.training))
+
+
+def _timing_warnings(warnings: list[str], shown: int = 3) -> None:
+    """The first few timing warnings on stderr, and how many more --json lists."""
+    for warning in warnings[:shown]:
+        note(f"warning: {warning}")
+    if len(warnings) > shown:
+        note(f"warning: {len(warnings) - shown} more timing warnings (noisy machine?); --json lists them all")

@@ -1,0 +1,203 @@
+"""The CPU LayerNorm kernels of ``toolkit.layernorm``, in Numba (parallel over rows, cached on disk).
+
+Each row is read from memory once: its passes (sum, centred sum of squares, normalise) run while
+the row sits in the core's cache, so the kernels move the same bytes as PyTorch's own LayerNorm.
+All sums are accumulated in the compute dtype (float32, or float64 for float64 inputs), which
+keeps them vectorised: the mean as x[0] + mean(x - x[0]), so that a large common offset does not
+cost precision, then the centred sum of squares (two passes, never E[x²] − E[x]²). The weight
+and bias gradients are reduced from per-chunk partials (at most ``ROWS_PER_CHUNK`` rows each),
+added up in float64.
+
+``fastmath`` allows reassociation (so that the sums vectorise) but not ``nnan``/``ninf``: a NaN or
+infinity in the input still reaches the output, as in PyTorch.
+
+Each kernel has a parallel driver (``prange``) and a serial one for small inputs, where waking the
+thread pool costs more than the work. The first call of each signature compiles (a few seconds);
+``cache=True`` keeps the machine code in ``__pycache__`` for later processes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+import numpy.typing as npt
+
+_FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
+ROWS_PER_CHUNK = 256  # rows summed sequentially into one weight/bias partial
+PARALLEL_MIN_ELEMENTS = 1 << 16  # smaller calls run on one thread: a parallel region costs more
+
+Array = npt.NDArray[np.floating]  # float32 or float64, C-contiguous
+
+
+def use_threads(n_elements: int, threads: int) -> bool:
+    """Whether to run on ``threads`` threads (torch's setting, capped by Numba's pool), or serially.
+
+    Small calls run serially: waking the thread pool costs more than their work.
+    """
+    threads = min(threads, int(numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
+    if threads < 2 or n_elements < PARALLEL_MIN_ELEMENTS:
+        return False
+    if numba.get_num_threads() != threads:
+        numba.set_num_threads(threads)
+    return True
+
+
+def chunk_count(n_rows: int) -> int:
+    """Row chunks of the backward: at most ROWS_PER_CHUNK rows each, and a few per thread."""
+    return max(1, min(n_rows, 4 * numba.get_num_threads()), math.ceil(n_rows / ROWS_PER_CHUNK))
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH)
+def _normalise_row(
+    x: Array, weight: Array, bias: Array, y: Array, mean: Array, rstd: Array, eps: float, divisor: int, i: int
+) -> None:  # pragma: no cover - compiled
+    """y[i] = (x[i] - mean) * rstd * weight + bias; writes mean[i], rstd[i]."""
+    N = x.shape[1]
+    shift = x[i, 0]  # summing x - x[0] keeps a large common offset from eating the sum's precision
+    rstd[i] = 0.0
+    total = rstd[i]  # a zero of the compute dtype
+    for j in range(N):
+        total += x[i, j] - shift
+    mean[i] = shift + total / N
+    mu = mean[i]  # read back: now in the compute dtype
+    squares = rstd[i]
+    for j in range(N):
+        centred = x[i, j] - mu
+        squares += centred * centred
+    rstd[i] = 1.0 / np.sqrt(squares / divisor + eps)
+    r = rstd[i]
+    for j in range(N):
+        y[i, j] = (x[i, j] - mu) * r * weight[j] + bias[j]
+
+
+@numba.njit(parallel=True, cache=True, fastmath=_FASTMATH)
+def forward_parallel(
+    x: Array, weight: Array, bias: Array, y: Array, mean: Array, rstd: Array, eps: float, divisor: int
+) -> None:  # pragma: no cover - compiled
+    """Normalise every row of x (M, N) into y, rows spread over the thread pool."""
+    for i in numba.prange(x.shape[0]):
+        _normalise_row(x, weight, bias, y, mean, rstd, eps, divisor, i)
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH)
+def forward_serial(
+    x: Array, weight: Array, bias: Array, y: Array, mean: Array, rstd: Array, eps: float, divisor: int
+) -> None:  # pragma: no cover - compiled
+    """Normalise every row of x (M, N) into y on the calling thread."""
+    for i in range(x.shape[0]):
+        _normalise_row(x, weight, bias, y, mean, rstd, eps, divisor, i)
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH)
+def _backward_chunk(
+    dy: Array,
+    x: Array,
+    weight: Array,
+    mean: Array,
+    rstd: Array,
+    dx: Array,
+    partials: Array,
+    divisor: int,
+    need_dx: bool,
+    need_params: bool,
+    chunk: int,
+) -> None:  # pragma: no cover - compiled
+    """dx = rstd * (g - mean(g) - xhat * sum(g * xhat) / divisor), g = dy * weight, for one chunk of rows.
+
+    Chunk c of n handles rows [c * rows, (c + 1) * rows) and, when ``need_params``, writes their
+    sums of dy * xhat and dy into ``partials[0, c]`` and ``partials[1, c]`` (partials: (2, n, N)).
+    """
+    M, N = x.shape
+    n_chunks = partials.shape[1]
+    rows_per_chunk = (M + n_chunks - 1) // n_chunks
+    scratch = np.zeros(2, dtype=mean.dtype)  # row constants, held in the compute dtype
+    if need_params:
+        for j in range(N):
+            partials[0, chunk, j] = 0.0
+            partials[1, chunk, j] = 0.0
+    for i in range(chunk * rows_per_chunk, min(M, (chunk + 1) * rows_per_chunk)):
+        mu = mean[i]
+        r = rstd[i]
+        sum_g = scratch[0]
+        sum_g_xhat = scratch[0]
+        if need_params:
+            for j in range(N):
+                xhat = (x[i, j] - mu) * r
+                grad = dy[i, j]
+                partials[0, chunk, j] += grad * xhat
+                partials[1, chunk, j] += grad
+                g = grad * weight[j]
+                sum_g += g
+                sum_g_xhat += g * xhat
+        else:
+            for j in range(N):
+                g = dy[i, j] * weight[j]
+                sum_g += g
+                sum_g_xhat += g * ((x[i, j] - mu) * r)
+        if need_dx:
+            scratch[1] = sum_g / N
+            mean_g = scratch[1]
+            scratch[1] = sum_g_xhat / divisor
+            projection = scratch[1]
+            for j in range(N):
+                xhat = (x[i, j] - mu) * r
+                dx[i, j] = r * (dy[i, j] * weight[j] - mean_g - xhat * projection)
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH)
+def _reduce_partials(partials: Array, dweight: Array, dbias: Array) -> None:  # pragma: no cover - compiled
+    """dweight and dbias: the chunks' partial sums added up in float64."""
+    for j in range(dweight.shape[0]):
+        total_weight = 0.0
+        total_bias = 0.0
+        for chunk in range(partials.shape[1]):
+            total_weight += partials[0, chunk, j]
+            total_bias += partials[1, chunk, j]
+        dweight[j] = total_weight
+        dbias[j] = total_bias
+
+
+@numba.njit(parallel=True, cache=True, fastmath=_FASTMATH)
+def backward_parallel(
+    dy: Array,
+    x: Array,
+    weight: Array,
+    mean: Array,
+    rstd: Array,
+    dx: Array,
+    dweight: Array,
+    dbias: Array,
+    divisor: int,
+    need_dx: bool,
+    n_chunks: int,
+) -> None:  # pragma: no cover - compiled
+    """dx, and dweight/dbias when they have N elements (else shape 0); chunks over the thread pool."""
+    need_params = dweight.shape[0] > 0
+    partials = np.empty((2, n_chunks, dweight.shape[0]), dtype=mean.dtype)
+    for chunk in numba.prange(n_chunks):
+        _backward_chunk(dy, x, weight, mean, rstd, dx, partials, divisor, need_dx, need_params, chunk)
+    _reduce_partials(partials, dweight, dbias)
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH)
+def backward_serial(
+    dy: Array,
+    x: Array,
+    weight: Array,
+    mean: Array,
+    rstd: Array,
+    dx: Array,
+    dweight: Array,
+    dbias: Array,
+    divisor: int,
+    need_dx: bool,
+    n_chunks: int,
+) -> None:  # pragma: no cover - compiled
+    """The same on the calling thread."""
+    need_params = dweight.shape[0] > 0
+    partials = np.empty((2, n_chunks, dweight.shape[0]), dtype=mean.dtype)
+    for chunk in range(n_chunks):
+        _backward_chunk(dy, x, weight, mean, rstd, dx, partials, divisor, need_dx, need_params, chunk)
+    _reduce_partials(partials, dweight, dbias)

@@ -1,0 +1,115 @@
+"""Plots for ``toolkit latency``: median latency against the swept value, IQR band, fitted trend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from toolkit.plots import PLOTS_DIR, save_figure
+from toolkit.studies.latency import LatencyResult
+
+AXIS_LABELS = {
+    "seq-len": "sequence length S (tokens)",
+    "vocab": "vocabulary size V (tokens)",
+    "d-model": "model width d_model",
+    "heads": "attention heads (head size = d_model / heads)",
+    "layers": "layers (blocks)",
+    "mlp": "MLP width d_mlp",
+    "batch": "batch size B (sequences)",
+}
+LATENCY_LABEL = "forward latency, median (ms)"
+SYMBOLS = {
+    "seq-len": "S",
+    "vocab": "V",
+    "d-model": "d",
+    "heads": "h",
+    "layers": "L",
+    "mlp": "d_mlp",
+    "batch": "B",
+}
+
+
+def default_plot_path(vary: str) -> Path:
+    return PLOTS_DIR / f"latency_{vary}.png"
+
+
+def plot_latency(ax: Axes, result: LatencyResult) -> None:
+    """Median with its IQR band and 95% CI bars, and the fitted trend (linear; quadratic for seq-len)."""
+    x = np.array([p.value for p in result.points], dtype=np.float64)
+    median = np.array([p.measurement.median_ms for p in result.points])
+    q25 = np.array([p.measurement.q25_ms for p in result.points])
+    q75 = np.array([p.measurement.q75_ms for p in result.points])
+    ci = np.array(
+        [[p.measurement.ci_low_ms for p in result.points], [p.measurement.ci_high_ms for p in result.points]]
+    )
+    ax.fill_between(x, q25, q75, alpha=0.25, color="C0", label="IQR (25–75%)")
+    ax.errorbar(
+        x,
+        median,
+        yerr=np.abs(ci - median),
+        fmt="o-",
+        color="C0",
+        capsize=3,
+        label="median (bars: 95% CI)",
+    )
+    grid = np.linspace(x.min(), x.max(), 200)
+    trend = result.trend
+    if trend.quadratic is not None:
+        a, b, c = trend.quadratic
+        ax.plot(
+            grid,
+            a + b * grid + c * grid**2,
+            "--",
+            color="C3",
+            label=f"fit {a:.3g} + {b:.3g}·S + {c:.3g}·S² ms",
+        )
+    ax.plot(
+        grid,
+        trend.intercept_ms + trend.slope_ms * grid,
+        ":",
+        color="C2",
+        label=f"fit {trend.intercept_ms:.3g} + {trend.slope_ms:.3g}·{SYMBOLS[result.vary]} ms; "
+        f"log-log exponent {trend.exponent:.2f}",
+    )
+    if x.min() > 0 and x.max() / x.min() >= 8:  # powers of two and wide ranges read best on a log axis
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(x, [f"{int(v):,}" for v in x])
+        ax.minorticks_off()
+    ax.set_xlabel(AXIS_LABELS[result.vary])
+    ax.set_ylabel(LATENCY_LABEL)
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small", loc="upper left")
+
+
+def latency_figure(result: LatencyResult) -> Figure:
+    """A figure for one sweep, titled with the fixed config and the device."""
+    figure = Figure(figsize=(8, 5))
+    ax = figure.add_subplot()
+    plot_latency(ax, result)
+    c, ctx = result.base_config, result.context
+    fixed = {
+        "seq-len": f"S={result.seq_len}",
+        "vocab": f"V={c.vocab_size}",
+        "d-model": f"d={c.d_model}",
+        "heads": f"heads={c.n_heads}",
+        "layers": f"L={c.n_layers}",
+        "mlp": f"d_mlp={c.d_mlp}",
+        "batch": f"B={result.batch}",
+    }
+    fixed_text = ", ".join(text for name, text in fixed.items() if name != result.vary)
+    compiled = ", torch.compile" if result.compiled else ""
+    ax.set_title(
+        f"Forward latency vs {result.vary}\n{fixed_text}; {ctx.device_name}, {ctx.dtype}, "
+        f"{ctx.threads} threads{compiled}",
+        fontsize="medium",
+    )
+    return figure
+
+
+def save_latency_plot(result: LatencyResult, path: str | Path | None = None) -> Path:
+    """Write the sweep's plot (default ``plots/latency_<vary>.png``) and return its path."""
+    return save_figure(latency_figure(result), path if path is not None else default_plot_path(result.vary))

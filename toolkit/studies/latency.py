@@ -1,0 +1,592 @@
+"""What affects the forward latency of the reference model, and how: one-parameter sweeps.
+
+``measure_latency_sweep`` varies one of sequence length, vocabulary, width, heads, layers, MLP
+width or batch around a fixed config, times every value interleaved with the others (and with a
+square matmul, the machine's rate) through :func:`toolkit.timing.compare`, and fits the trend
+(latency = a + b·x; for sequence length also + c·x²) and the log-log exponent.
+``measure_latency_all`` runs every sweep and summarises which parameters matter.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from toolkit.config import ModelConfig
+from toolkit.device import synchronize
+from toolkit.errors import ConfigError, SweepError
+from toolkit.flops import FLOP_CONVENTION, forward_flops
+from toolkit.model import Transformer
+from toolkit.timing import (
+    WIDE_IQR,
+    Measurement,
+    TimingContext,
+    busy_warning,
+    compare,
+    describe_stop,
+    matmul_operands,
+)
+
+ProgressCallback = Callable[[int, int, str], None]
+
+VARY_CHOICES = ("seq-len", "vocab", "d-model", "heads", "layers", "mlp", "batch")
+
+DEFAULT_VALUES: dict[str, tuple[int, ...]] = {
+    "seq-len": (256, 512, 1024, 2048, 4096),
+    "vocab": (256, 512, 1024, 2048, 4096, 8192),
+    "d-model": (64, 128, 256, 512, 1024),
+    "heads": (1, 2, 4, 8, 16, 32),
+    "layers": (1, 2, 3, 4, 6, 8),
+    "mlp": (256, 512, 1024, 1280, 2048, 4096),
+    "batch": (1, 2, 4, 8),
+}
+
+UNITS: dict[str, str] = {
+    "seq-len": "tokens",
+    "vocab": "tokens in the vocabulary",
+    "d-model": "d_model",
+    "heads": "heads",
+    "layers": "blocks",
+    "mlp": "d_mlp",
+    "batch": "sequences",
+}
+
+_CONFIG_FIELD = {
+    "vocab": "vocab_size",
+    "d-model": "d_model",
+    "heads": "n_heads",
+    "layers": "n_layers",
+    "mlp": "d_mlp",
+}
+
+
+@dataclass
+class LatencyPoint:
+    """One value of the swept parameter: the config it ran, its timing and derived rates."""
+
+    value: int
+    config: ModelConfig
+    batch: int
+    seq_len: int
+    measurement: Measurement
+    flops: int
+    matmul_gflops: float  # the machine's matmul rate, timed interleaved with this point
+    compile_s: float | None = None
+
+    @property
+    def median_ms(self) -> float:
+        return self.measurement.median_ms
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.batch * self.seq_len / (self.measurement.median_ms * 1e-3)
+
+    @property
+    def gflops(self) -> float:
+        """Achieved matmul rate: the analytic FLOP count over the median latency."""
+        return self.flops / (self.measurement.median_ms * 1e-3) / 1e9
+
+    def row(self) -> dict[str, Any]:
+        m = self.measurement
+        return {
+            "value": self.value,
+            "batch": self.batch,
+            "seq_len": self.seq_len,
+            "vocab_size": self.config.vocab_size,
+            "d_model": self.config.d_model,
+            "n_heads": self.config.n_heads,
+            "n_layers": self.config.n_layers,
+            "d_mlp": self.config.d_mlp,
+            "median_ms": m.median_ms,
+            "iqr_ms": m.iqr_ms,
+            "q25_ms": m.q25_ms,
+            "q75_ms": m.q75_ms,
+            "min_ms": m.min_ms,
+            "ci_low_ms": m.ci_low_ms,
+            "ci_high_ms": m.ci_high_ms,
+            "rel_ci": m.rel_ci,
+            "n_samples": m.n_samples,
+            "stop_reason": m.stop_reason,
+            "page_faults_per_call": m.page_faults_per_call,
+            "tokens_per_s": self.tokens_per_s,
+            "flops": self.flops,
+            "gflops": self.gflops,
+            "matmul_gflops": self.matmul_gflops,
+            "pct_of_matmul": 100.0 * self.gflops / self.matmul_gflops,
+            "compile_s": self.compile_s,
+            "others_cpu_share": m.others_cpu_share,
+            "warnings": list(m.warnings),
+        }
+
+
+@dataclass
+class Trend:
+    """Least-squares fits of median latency (ms) against the swept value x."""
+
+    intercept_ms: float  # a in a + b·x
+    slope_ms: float  # b: ms per unit of x
+    r2_linear: float
+    exponent: float  # k in latency ∝ x^k (log-log fit)
+    r2_loglog: float
+    quadratic: tuple[float, float, float] | None = None  # (a, b, c) of a + b·x + c·x², seq-len only
+    r2_quadratic: float | None = None
+    quadratic_share: float | None = None  # c·x0² / latency(x0) at the default length x0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "intercept_ms": self.intercept_ms,
+            "slope_ms_per_unit": self.slope_ms,
+            "r2_linear": self.r2_linear,
+            "loglog_exponent": self.exponent,
+            "r2_loglog": self.r2_loglog,
+            "quadratic": list(self.quadratic) if self.quadratic is not None else None,
+            "r2_quadratic": self.r2_quadratic,
+            "quadratic_share_at_default": self.quadratic_share,
+        }
+
+
+def _r2(y: np.ndarray, fitted: np.ndarray) -> float:
+    total = float(np.sum((y - y.mean()) ** 2))
+    return 1.0 - float(np.sum((y - fitted) ** 2)) / total if total > 0 else math.nan
+
+
+def fit_trend(x: Sequence[float], y_ms: Sequence[float], quadratic_at: float | None = None) -> Trend:
+    """Fit a + b·x and the log-log exponent; with ``quadratic_at`` also a + b·x + c·x² and c's share there."""
+    xs, ys = np.asarray(x, dtype=np.float64), np.asarray(y_ms, dtype=np.float64)
+    if xs.size < 2:
+        return Trend(math.nan, math.nan, math.nan, math.nan, math.nan)
+    slope, intercept = np.polyfit(xs, ys, 1)
+    exponent, log_a = np.polyfit(np.log(xs), np.log(ys), 1)
+    trend = Trend(
+        intercept_ms=float(intercept),
+        slope_ms=float(slope),
+        r2_linear=_r2(ys, intercept + slope * xs),
+        exponent=float(exponent),
+        r2_loglog=_r2(np.log(ys), log_a + exponent * np.log(xs)),
+    )
+    if quadratic_at is not None and xs.size >= 3:
+        c, b, a = np.polyfit(xs, ys, 2)
+        trend.quadratic = (float(a), float(b), float(c))
+        trend.r2_quadratic = _r2(ys, a + b * xs + c * xs**2)
+        at = a + b * quadratic_at + c * quadratic_at**2
+        trend.quadratic_share = float(c * quadratic_at**2 / at) if at > 0 else math.nan
+    return trend
+
+
+@dataclass
+class LatencyResult:
+    """A sweep of one parameter: rows per value, the trend, and the context of the measurement."""
+
+    vary: str
+    base_config: ModelConfig
+    batch: int
+    seq_len: int
+    default_value: int  # the swept parameter's value in the fixed config
+    points: list[LatencyPoint]
+    trend: Trend
+    matmul_gflops: float  # a square matmul's rate, timed interleaved with the sweep
+    matmul: Measurement
+    matmul_size: int
+    context: TimingContext
+    compiled: bool = False
+    budget_s: float = 0.0
+    target_rel_ci: float = 0.02
+    rounds: int = 0
+    stop_reason: str = ""
+    elapsed_s: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def unit(self) -> str:
+        return UNITS[self.vary]
+
+    def rows(self) -> list[dict[str, Any]]:
+        return [point.row() for point in self.points]
+
+    def to_frame(self) -> pd.DataFrame:
+        frame = pd.DataFrame(self.rows()).drop(columns="warnings")
+        frame.insert(0, "vary", self.vary)
+        for key, value in self.context.to_dict().items():
+            if key not in ("batch", "seq_len", "extras"):
+                frame[key] = value
+        frame["compiled"] = self.compiled
+        return frame
+
+    def to_dict(self, samples: bool = False) -> dict[str, Any]:
+        return {
+            "vary": self.vary,
+            "unit": self.unit,
+            "base_config": self.base_config.to_dict(),
+            "batch": self.batch,
+            "seq_len": self.seq_len,
+            "default_value": self.default_value,
+            "rows": self.rows(),
+            "samples_ms": [p.measurement.samples_ms for p in self.points] if samples else None,
+            "trend": self.trend.to_dict(),
+            "matmul_gflops": self.matmul_gflops,
+            "matmul_size": self.matmul_size,
+            "matmul": self.matmul.to_dict(samples=samples),
+            "flop_convention": FLOP_CONVENTION,
+            "compiled": self.compiled,
+            "budget_s_per_point": self.budget_s,
+            "target_rel_ci": self.target_rel_ci,
+            "stop_rule": describe_stop("target", self.target_rel_ci) + ", or after the budget",
+            "stop_reason": self.stop_reason,
+            "rounds": self.rounds,
+            "interleaved": True,
+            "elapsed_s": self.elapsed_s,
+            "context": self.context.to_dict(),
+            "warnings": list(self.warnings),
+        }
+
+
+@dataclass
+class Influence:
+    """How much one parameter matters around the default config (from its sweep's linear fit)."""
+
+    vary: str
+    default_value: int
+    slope_ms: float  # ms per unit at the default value
+    default_ms: float  # the fit's latency at the default value
+    share: float  # (T(default) - T(0)) / T(default): the part of the latency this parameter drives
+    exponent: float
+    r2: float
+    fit: str  # "linear", or "quadratic" for seq-len
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "vary": self.vary,
+            "default_value": self.default_value,
+            "slope_ms_per_unit": self.slope_ms,
+            "default_ms": self.default_ms,
+            "share_of_default_latency": self.share,
+            "loglog_exponent": self.exponent,
+            "fit": self.fit,
+            "r2": self.r2,
+        }
+
+
+@dataclass
+class LatencyReport:
+    """Every sweep (``--vary all``) and a summary of which parameters matter."""
+
+    sweeps: list[LatencyResult]
+    influences: list[Influence]
+
+    def to_frame(self) -> pd.DataFrame:
+        return pd.concat([sweep.to_frame() for sweep in self.sweeps], ignore_index=True)
+
+    def summary_frame(self) -> pd.DataFrame:
+        return pd.DataFrame([i.to_dict() for i in self.influences])
+
+    def to_dict(self, samples: bool = False) -> dict[str, Any]:
+        return {
+            "summary": [i.to_dict() for i in self.influences],
+            "sweeps": [sweep.to_dict(samples=samples) for sweep in self.sweeps],
+        }
+
+
+def parse_values(text: str) -> list[int]:
+    """``"1,2,4,8"`` -> [1, 2, 4, 8]; positive integers only, at least two, no repeats."""
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise SweepError(f"--values must be comma-separated integers such as 1,2,4,8, got {text!r}") from None
+    if len(values) < 2:
+        raise SweepError(f"--values needs at least two values to show a trend, got {text!r}")
+    if min(values) < 1:
+        raise SweepError(f"--values must all be at least 1, got {text!r}")
+    if len(set(values)) != len(values):
+        raise SweepError(f"--values has repeats: {text!r}")
+    return sorted(values)
+
+
+def default_value(vary: str, config: ModelConfig, batch: int, seq_len: int) -> int:
+    """The swept parameter's value in the fixed config."""
+    if vary == "seq-len":
+        return seq_len
+    if vary == "batch":
+        return batch
+    return int(getattr(config, _CONFIG_FIELD[vary]))
+
+
+def sweep_configs(
+    vary: str, values: Sequence[int], config: ModelConfig, batch: int, seq_len: int
+) -> list[tuple[ModelConfig, int, int]]:
+    """(config, batch, seq_len) for every value; refuses values the model cannot take, with the fix."""
+    if vary not in VARY_CHOICES:
+        raise SweepError(f"unknown --vary {vary!r}; valid values: {', '.join(VARY_CHOICES)}, all")
+    if vary == "heads":
+        bad = [h for h in values if config.d_model % h]
+        if bad:
+            divisors = [h for h in range(1, config.d_model + 1) if config.d_model % h == 0]
+            raise SweepError(
+                f"--values {','.join(map(str, bad))} do not divide d_model={config.d_model} (head size "
+                f"= d_model / heads); use divisors of d_model: {', '.join(map(str, divisors[:16]))}"
+            )
+    if vary == "d-model":
+        bad = [d for d in values if d % config.n_heads]
+        if bad:
+            raise SweepError(
+                f"--values {','.join(map(str, bad))} are not multiples of heads={config.n_heads}; "
+                f"use multiples of {config.n_heads} or change --heads"
+            )
+    out = []
+    for value in values:
+        if vary == "seq-len":
+            out.append((config.replace(max_seq_len=max(config.max_seq_len, value)), batch, value))
+        elif vary == "batch":
+            out.append((config, value, seq_len))
+        else:
+            try:
+                out.append((config.replace(**{_CONFIG_FIELD[vary]: value}), batch, seq_len))
+            except ConfigError as exc:
+                raise SweepError(f"--vary {vary} value {value}: {exc}") from None
+    return out
+
+
+MATMUL_ARM = "matmul"
+
+
+@contextlib.contextmanager
+def _room_for_recompiles(n_models: int) -> Iterator[None]:
+    """Each swept model is its own compiled graph: let dynamo keep one per value."""
+    limit = torch._dynamo.config.recompile_limit
+    torch._dynamo.config.recompile_limit = max(limit, 4 * n_models)
+    try:
+        yield
+    finally:
+        torch._dynamo.config.recompile_limit = limit
+
+
+def build_forward(
+    config: ModelConfig,
+    batch: int,
+    seq_len: int,
+    *,
+    device: torch.device,
+    dtype: torch.dtype,
+    compile: bool = False,
+    seed: int = 0,
+) -> tuple[Callable[[], torch.Tensor], float | None]:
+    """A callable running one forward pass of ``Transformer(config)`` on random ids [batch, seq_len].
+
+    With ``compile`` the model goes through torch.compile first (on CUDA with
+    ``mode="reduce-overhead"``: CUDA graphs, since this small model's GPU latency is launch-bound);
+    the compile time, i.e. the first call, is returned apart from the latency.
+    """
+    torch.manual_seed(seed)
+    model = Transformer(config).to(device=device, dtype=dtype).eval()
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, config.vocab_size, (batch, seq_len), generator=generator).to(device)
+    forward: Callable[[torch.Tensor], torch.Tensor] = model
+    compile_s = None
+    if compile:
+        mode = "reduce-overhead" if device.type == "cuda" else None
+        forward = torch.compile(model, mode=mode, dynamic=False)
+        start = time.perf_counter()
+        try:
+            with torch.inference_mode():
+                forward(ids)
+                synchronize(device)
+        except Exception as exc:  # inductor needs a working C++ compiler (CPU) or Triton (CUDA)
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise SweepError(
+                f"torch.compile failed on {device.type}: {first_line}; run without --compile"
+            ) from None
+        compile_s = time.perf_counter() - start
+    return (lambda: forward(ids)), compile_s
+
+
+def measure_latency_sweep(
+    vary: str,
+    config: ModelConfig,
+    *,
+    values: Sequence[int] | None = None,
+    batch: int = 1,
+    seq_len: int | None = None,
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
+    compile: bool = False,
+    budget_s: float = 8.0,
+    target_rel_ci: float = 0.02,
+    warmup: int = 3,
+    matmul_size: int | None = None,
+    progress: ProgressCallback | None = None,
+) -> LatencyResult:
+    """Sweep one parameter around ``config``; see the module docstring.
+
+    Every value's model and a square matmul (the machine's matmul rate) are timed **interleaved**,
+    round by round, so the load of a shared machine hits every value alike and the trend stays
+    true. Timing stops when every median's 95% CI is within ±``target_rel_ci`` or after
+    ``budget_s`` seconds per value (at least 10 rounds).
+    """
+    S = config.max_seq_len if seq_len is None else seq_len
+    if vary != "seq-len" and config.max_seq_len < S:
+        raise SweepError(f"--seq-len {S} exceeds max_seq_len={config.max_seq_len}; raise --max-seq-len")
+    chosen = list(values) if values is not None else list(DEFAULT_VALUES.get(vary, ()))
+    points_configs = sweep_configs(vary, chosen, config, batch, S)
+    report = progress or (lambda done, total, description: None)
+    start = time.perf_counter()
+    arms: dict[str, Callable[[], object]] = {}
+    compile_times: list[float | None] = []
+    with _room_for_recompiles(len(chosen)):
+        for i, (point_config, point_batch, point_seq) in enumerate(points_configs):
+            report(i, len(chosen), f"{'compiling' if compile else 'building'} {vary} = {chosen[i]}")
+            forward, compile_s = build_forward(
+                point_config, point_batch, point_seq, device=device, dtype=dtype, compile=compile
+            )
+            arms[f"{vary}={chosen[i]}"] = forward
+            compile_times.append(compile_s)
+        a, b = matmul_operands(device, dtype, matmul_size)
+        product = torch.empty_like(a)
+        arms[MATMUL_ARM] = lambda: torch.mm(a, b, out=product)
+        context = TimingContext.capture(device, dtype, batch=batch, seq_len=S, compiled=compile)
+        comparison = compare(
+            arms,
+            baseline=MATMUL_ARM,
+            device=device,
+            aa_control=False,
+            warmup=warmup,
+            target_rel_ci=target_rel_ci,
+            budget_s=budget_s * len(chosen),
+            context=context,
+            progress=lambda done, total, _: report(done, total, f"timing {vary}: round {done}"),
+            converge_differences=False,
+        )
+    matmul = comparison.measurements[MATMUL_ARM]
+    matmul_gflops = 2.0 * a.shape[0] ** 3 / (matmul.median_ms * 1e-3) / 1e9
+    points = [
+        LatencyPoint(
+            value,
+            point_config,
+            point_batch,
+            point_seq,
+            comparison.measurements[f"{vary}={value}"],
+            forward_flops(point_config, point_batch, point_seq).total,
+            matmul_gflops,
+            compile_s,
+        )
+        for value, (point_config, point_batch, point_seq), compile_s in zip(
+            chosen, points_configs, compile_times, strict=True
+        )
+    ]
+    base_value = default_value(vary, config, batch, S)
+    trend = fit_trend(
+        chosen, [p.median_ms for p in points], quadratic_at=float(base_value) if vary == "seq-len" else None
+    )
+    return LatencyResult(
+        vary=vary,
+        base_config=config,
+        batch=batch,
+        seq_len=S,
+        default_value=base_value,
+        points=points,
+        trend=trend,
+        matmul_gflops=matmul_gflops,
+        matmul=matmul,
+        matmul_size=a.shape[0],
+        context=context,
+        compiled=compile,
+        budget_s=budget_s,
+        target_rel_ci=target_rel_ci,
+        rounds=comparison.rounds,
+        stop_reason=comparison.stop_reason,
+        elapsed_s=time.perf_counter() - start,
+        warnings=sweep_warnings(vary, points, target_rel_ci, budget_s, comparison.others_cpu_share),
+    )
+
+
+def sweep_warnings(
+    vary: str, points: Sequence[LatencyPoint], target_rel_ci: float, budget_s: float, others_share: float
+) -> list[str]:
+    """The per-point warnings of a sweep, condensed: which values missed the target, how busy it was."""
+    out = []
+    missed = [f"{vary}={p.value}" for p in points if p.measurement.rel_ci > target_rel_ci]
+    if missed:
+        out.append(
+            f"{len(missed)} of {len(points)} values missed the ±{target_rel_ci:.1%} CI target within "
+            f"{budget_s:g} s per value ({', '.join(missed)}); raise --budget for tighter estimates"
+        )
+    wide = [f"{vary}={p.value}" for p in points if p.measurement.rel_iqr > WIDE_IQR]
+    if wide:
+        out.append(f"calls varied a lot (IQR above {WIDE_IQR:.0%} of the median) at {', '.join(wide)}")
+    return out + busy_warning(others_share)
+
+
+def influence(result: LatencyResult) -> Influence:
+    """How much the swept parameter drives the default config's latency, from the sweep's fit.
+
+    The fit T(x) is linear, or quadratic for sequence length. The share is (T(x0) - T(0)) / T(x0) at
+    the default x0: the part of the latency that would go if the parameter went to zero; the slope
+    is dT/dx at x0 in ms per unit.
+    """
+    x0 = float(result.default_value)
+    trend = result.trend
+    if trend.quadratic is not None:
+        a, b, c = trend.quadratic
+        slope, intercept = b + 2.0 * c * x0, a
+        at_default = a + b * x0 + c * x0**2
+        r2 = trend.r2_quadratic if trend.r2_quadratic is not None else math.nan
+    else:
+        slope, intercept = trend.slope_ms, trend.intercept_ms
+        at_default = intercept + slope * x0
+        r2 = trend.r2_linear
+    return Influence(
+        vary=result.vary,
+        default_value=result.default_value,
+        slope_ms=slope,
+        default_ms=at_default,
+        share=(at_default - intercept) / at_default if at_default > 0 else math.nan,
+        exponent=trend.exponent,
+        r2=r2,
+        fit="quadratic" if trend.quadratic is not None else "linear",
+    )
+
+
+def measure_latency_all(
+    config: ModelConfig,
+    *,
+    batch: int = 1,
+    seq_len: int | None = None,
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
+    compile: bool = False,
+    budget_s: float = 8.0,
+    target_rel_ci: float = 0.02,
+    warmup: int = 3,
+    progress: ProgressCallback | None = None,
+) -> LatencyReport:
+    """Every sweep of VARY_CHOICES with its default values, and the summary of what matters."""
+    report = progress or (lambda done, total, description: None)
+    sweeps: list[LatencyResult] = []
+    for index, vary in enumerate(VARY_CHOICES):
+
+        def sweep_progress(_done: int, _total: int, description: str, index: int = index) -> None:
+            report(index, len(VARY_CHOICES), description)
+
+        sweeps.append(
+            measure_latency_sweep(
+                vary,
+                config,
+                batch=batch,
+                seq_len=seq_len,
+                device=device,
+                dtype=dtype,
+                compile=compile,
+                budget_s=budget_s,
+                target_rel_ci=target_rel_ci,
+                warmup=warmup,
+                progress=sweep_progress,
+            )
+        )
+    report(len(VARY_CHOICES), len(VARY_CHOICES), "done")
+    return LatencyReport(sweeps=sweeps, influences=[influence(s) for s in sweeps])
