@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 # Each import registers its command on `app`.
-from toolkit.cli import params as _params  # noqa: F401
-from toolkit.cli import latency as _latency  # noqa: F401
-from toolkit.cli import load_weights as _load_weights  # noqa: F401
 from toolkit.cli import ablate as _ablate  # noqa: F401
-from toolkit.cli import matmul as _matmul  # noqa: F401
+from toolkit.cli import latency as _latency  # noqa: F401
 from toolkit.cli import layernorm as _layernorm  # noqa: F401
+from toolkit.cli import load_weights as _load_weights  # noqa: F401
+from toolkit.cli import matmul as _matmul  # noqa: F401
+from toolkit.cli import params as _params  # noqa: F401
 from toolkit.cli.app import app
 
 __all__ = ["app", "main"]
