@@ -72,6 +72,11 @@ def smoke(session: nox.Session) -> None:
     session.run("toolkit", "--help")
     session.run("toolkit", "params", *TINY, "--device", "cpu")
     session.run("toolkit", "params", *TINY, "--json")
+    session.run("toolkit", "load-weights")
+    session.run("toolkit", "latency", *TINY, "--vary", "heads", "--values", "1,3", "--budget", "2")
+    session.run("toolkit", "ablate", "--eps", "1e-4", "--seq-len", "64", "--budget", "3")
+    session.run("toolkit", "layernorm-compare", "--shapes", "256x64", "--steps", "5", "--budget", "2")
+    session.run("toolkit", "matmul", "--size", "64", "--repeat", "1", "--workers", "2")
 
 
 @nox.session(python=PYTHON)
