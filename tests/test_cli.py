@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from cli_checks import assert_one_line_error
 from typer.testing import CliRunner
 
 from toolkit import __version__
@@ -28,17 +29,6 @@ TINY_FLAGS = [
     "--mlp",
     "40",
 ]
-
-
-def assert_one_line_error(result: object, fragment: str) -> None:
-    """Exit 2, one line on stderr containing ``fragment``, no traceback, nothing on stdout."""
-    assert result.exit_code == 2, result.output  # type: ignore[attr-defined]
-    lines = result.stderr.strip().splitlines()  # type: ignore[attr-defined]
-    assert len(lines) == 1, result.stderr  # type: ignore[attr-defined]
-    assert lines[0].startswith("toolkit: error: ")
-    assert fragment in lines[0]
-    assert "Traceback" not in result.stderr  # type: ignore[attr-defined]
-    assert result.stdout == ""  # type: ignore[attr-defined]
 
 
 def test_help_lists_commands() -> None:

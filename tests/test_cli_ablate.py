@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import torch
+from cli_checks import assert_one_line_error
 from typer.testing import CliRunner
 
 from toolkit import ModelConfig, Transformer
@@ -57,17 +58,6 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
 
 def _run(args: list[str], tmp_path: Path) -> Any:
     return runner.invoke(app, ["ablate", *args, "--plot", str(tmp_path / "ablation.png")])
-
-
-def assert_one_line_error(result: Any, fragment: str) -> None:
-    """Exit 2, one line on stderr containing ``fragment``, no traceback, nothing on stdout."""
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("toolkit: error: ")
-    assert fragment in lines[0], lines[0]
-    assert "Traceback" not in result.stderr
-    assert result.stdout == ""
 
 
 def test_json_schema_classic_suite(checkpoint: list[str], tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import torch
+from cli_checks import assert_one_line_error
 from typer.testing import CliRunner
 
 from toolkit.cli import app
@@ -43,16 +44,6 @@ def restore_threads() -> Iterator[None]:
 
 def _invoke(args: list[str]) -> Any:
     return runner.invoke(app, ["latency", *args])
-
-
-def assert_one_line_error(result: Any, fragment: str) -> None:
-    """Exit 2, one line on stderr containing ``fragment``, no traceback."""
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("toolkit: error: ")
-    assert fragment in lines[0]
-    assert "Traceback" not in result.stderr
 
 
 @pytest.mark.usefixtures("restore_threads")

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import torch
+from cli_checks import assert_one_line_error
 from safetensors.torch import save_file
 from test_weights import TINY, RunsCode, gpt2, gpt2_examples, to_supplied, write_pair
 from typer.testing import CliRunner
@@ -23,17 +24,6 @@ EXAMPLE_KEYS = {"seq_len", "max_abs_diff", "rmse", "passed"}
 
 def _run(*args: str) -> Any:
     return runner.invoke(app, ["load-weights", *args])
-
-
-def assert_one_line_error(result: Any, fragment: str) -> None:
-    """Exit 2, one line on stderr containing ``fragment``, no traceback, nothing on stdout."""
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("toolkit: error: ")
-    assert fragment in lines[0], lines[0]
-    assert "Traceback" not in result.stderr
-    assert result.stdout == ""
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_checks import assert_one_line_error
 from typer.testing import CliRunner
 
 from toolkit.cli import app
@@ -15,17 +16,6 @@ from toolkit.matmul.shared import segment_prefix
 
 runner = CliRunner()
 TINY = ["matmul", "--size", "12", "--repeat", "2"]
-
-
-def assert_one_line_error(result: object, fragment: str) -> None:
-    """Exit 2, one line on stderr containing ``fragment``, no traceback, nothing on stdout."""
-    assert result.exit_code == 2, result.output  # type: ignore[attr-defined]
-    lines = result.stderr.strip().splitlines()  # type: ignore[attr-defined]
-    assert len(lines) == 1, result.stderr  # type: ignore[attr-defined]
-    assert lines[0].startswith("toolkit: error: ")
-    assert fragment in lines[0]
-    assert "Traceback" not in result.stderr  # type: ignore[attr-defined]
-    assert result.stdout == ""  # type: ignore[attr-defined]
 
 
 def no_segments_left() -> bool:
