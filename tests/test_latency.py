@@ -26,7 +26,7 @@ from toolkit.studies.latency import (
     parse_values,
     sweep_configs,
 )
-from toolkit.tables.latency import latency_table, trend_text
+from toolkit.tables.latency import context_text, latency_table, trend_text
 
 CPU = torch.device("cpu")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -158,6 +158,17 @@ def test_plot_is_png_with_labelled_axes(tiny_sweep: LatencyResult, tmp_path: Pat
     assert "d=24" in ax.get_title()
     path = save_latency_plot(tiny_sweep, f"{tmp_path}/sweep.png")
     assert path.read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_compile_time_is_reported_apart(tiny_sweep: LatencyResult) -> None:
+    """A compiled sweep states each value's compile time on its own line, apart from the latency."""
+    points = [dataclasses.replace(p, compile_s=1.5 + i) for i, p in enumerate(tiny_sweep.points)]
+    compiled = dataclasses.replace(tiny_sweep, points=points, compiled=True)
+    assert "torch.compile time per layers (first call; not in the latency): 1: 1.50 s, 2: 2.50 s" in (
+        context_text(compiled)
+    )
+    assert "torch.compile" not in context_text(tiny_sweep)
+    assert [row["compile_s"] for row in compiled.rows()] == [1.5, 2.5, 3.5]
 
 
 def test_table_and_trend_text(tiny_sweep: LatencyResult) -> None:

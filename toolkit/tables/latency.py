@@ -46,8 +46,6 @@ def latency_table(result: LatencyResult) -> Table:
     table.add_column("tokens/s", justify="right")
     table.add_column("GFLOP/s", justify="right")
     table.add_column("% matmul", justify="right")
-    if result.compiled:
-        table.add_column("compile s", justify="right")
     for point, row in zip(result.points, result.rows(), strict=True):
         m = point.measurement
         style = "dim" if m.rel_ci > result.target_rel_ci else None
@@ -61,8 +59,6 @@ def latency_table(result: LatencyResult) -> Table:
             fmt_float(row["gflops"]),
             f"{row['pct_of_matmul']:.0f}%",
         ]
-        if result.compiled:
-            cells.append(fmt_float(point.compile_s or 0.0))
         table.add_row(*cells, style=style)
     return table
 
@@ -90,7 +86,11 @@ def context_text(result: LatencyResult) -> str:
     """How the sweep was timed: rounds, why it stopped, allocator and page faults."""
     ctx = result.context
     faults = max(p.measurement.page_faults_per_call for p in result.points)
-    return (
+    compiled = ""
+    if result.compiled:
+        times = ", ".join(f"{p.value:,}: {fmt_float(p.compile_s or 0.0)} s" for p in result.points)
+        compiled = f"torch.compile time per {result.vary} (first call; not in the latency): {times}\n"
+    return compiled + (
         f"timed interleaved: {result.rounds} rounds in {result.elapsed_s:.0f} s, "
         f"{describe_stop(result.stop_reason, result.target_rel_ci)}; minor page faults per call: "
         f"at most {faults:.1f}; allocator: {ctx.allocator}; torch {ctx.torch_version}"
