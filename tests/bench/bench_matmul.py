@@ -9,7 +9,7 @@ Targets (float64, n = 4096, ``--kernel blas``, workers = cores):
 - ``--kernel naive`` (pure-Python loops), 2 workers: ≥ 1.8× the same loop in one process.
 
 Ratios are of medians, with a 95% paired bootstrap CI over rounds. Run:
-``python tests/bench/bench_matmul.py [--size 4096] [--repeat 5] [--naive-size 120]``.
+``python tests/bench/bench_matmul.py [--size 4096] [--repeat 5] [--naive-size 240]``.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=4096, help="n = k = m of the BLAS runs")
     parser.add_argument("--repeat", type=int, default=5, help="interleaved timed rounds per run")
-    parser.add_argument("--naive-size", type=int, default=120, help="n = k = m of the naive-kernel run")
+    parser.add_argument("--naive-size", type=int, default=240, help="n = k = m of the naive-kernel run")
     args = parser.parse_args()
     cores = available_cores()
     print(
