@@ -75,6 +75,7 @@ RANDOM_LENGTHS = (1, 64)
 
 @app.command(
     "ablate",
+    short_help="Output and latency change of architecture variants on a checkpoint.",
     help="What each architecture change (eps, attention scaling, GELU, residual wiring, norm) does to a "
     "checkpoint's logits and to its latency, with the same weights.",
 )

@@ -104,6 +104,7 @@ NoPlot = Annotated[bool, typer.Option("--no-plot", help="Do not write plots.")]
 
 @app.command(
     "latency",
+    short_help="Forward latency sweeps (--vary heads, seq-len, ...) with CIs and plots.",
     help="What affects forward latency, and how: sweep one parameter (or all), time each value with a "
     "CI, fit the trend, plot it.",
 )

@@ -139,6 +139,7 @@ def parse_shapes(text: str) -> list[tuple[int, int]]:
 
 @app.command(
     "layernorm-compare",
+    short_help="Custom LayerNorm vs torch's: numerics, speed, memory, training.",
     help="Does the custom LayerNorm match torch's (float64-checked numerics), and what does it cost in "
     "time, bandwidth and memory? Then train a small GPT with torch/custom LayerNorm, RMSNorm, BatchNorm "
     "and no norm, and plot what normalisation does.",

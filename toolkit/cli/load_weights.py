@@ -79,6 +79,7 @@ Export = Annotated[
 
 @app.command(
     "load-weights",
+    short_help="Load a foreign checkpoint and prove it reproduces reference logits.",
     help="Load a checkpoint in the supplied format (or a toolkit export), read its config off the shapes, "
     "find its head count, and prove it reproduces reference logits. Exit 0: all examples match; "
     "1: some do not; 2: bad input.",

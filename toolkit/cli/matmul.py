@@ -173,6 +173,7 @@ def _exit_now(code: int, what: str) -> NoReturn:
 
 @app.command(
     "matmul",
+    short_help="Block-parallel multiprocess matrix product, verified and timed.",
     help="How a matrix product splits across processes, and what the split costs: a block-parallel "
     "C = A @ B on worker processes (or torch.distributed ranks), verified against a plain product "
     "and timed against NumPy's own multi-threaded matmul. Ctrl-C / SIGTERM end it cleanly.",
