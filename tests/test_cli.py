@@ -140,3 +140,59 @@ def test_python_dash_m_and_console_script() -> None:
     assert bad.returncode == 2
     assert bad.stderr.count("\n") == 1
     assert "Traceback" not in bad.stderr
+
+
+def _tiny_export(tmp_path: Path) -> Path:
+    from toolkit import ModelConfig, Transformer
+    from toolkit.weights import export_checkpoint
+
+    config = ModelConfig(vocab_size=61, max_seq_len=32, d_model=24, n_heads=3, n_layers=2, d_mlp=40)
+    return export_checkpoint(Transformer(config), tmp_path / "tiny.safetensors")
+
+
+def test_params_takes_config_from_weights(tmp_path: Path) -> None:
+    """--weights sets the model's config from a checkpoint: a toolkit export keeps its own head count."""
+    result = runner.invoke(
+        app, ["params", "--weights", str(_tiny_export(tmp_path)), "--no-measure", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["config"]["n_heads"] == 3
+    d, m, v, s = 24, 40, 61, 32
+    assert (
+        report["total_params"] == v * d + s * d + 2 * (4 * d * d + 4 * d + 2 * d * m + m + d + 4 * d) + 2 * d
+    )
+
+
+def test_params_shipped_weights() -> None:
+    """The shipped supplied-format checkpoint gives the reference model's 3,156,992 parameters."""
+    shipped = Path(__file__).resolve().parents[1] / "weights" / "reference_model.safetensors"
+    result = runner.invoke(app, ["params", "--weights", str(shipped), "--no-measure", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["total_params"] == 3_156_992
+
+
+def test_latency_takes_config_from_weights(tmp_path: Path) -> None:
+    """`latency --weights` sweeps around the checkpoint's config."""
+    args = ["latency", "--weights", str(_tiny_export(tmp_path)), "--vary", "layers", "--values", "1,2"]
+    result = runner.invoke(app, [*args, "--budget", "0.5", "--no-plot", "--json"])
+    assert result.exit_code == 0, result.output
+    assert '"d_model": 24' in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--vocab", "7"], "--vocab cannot be combined with --weights"),
+        (["--heads", "5"], "not divisible"),
+    ],
+)
+def test_weights_conflicts_are_refused(tmp_path: Path, args: list[str], fragment: str) -> None:
+    """Size flags that contradict the checkpoint, or an impossible head count: one line, exit 2."""
+    weights = str(_tiny_export(tmp_path))
+    assert_one_line_error(runner.invoke(app, ["params", "--weights", weights, *args]), fragment)
+
+
+def test_missing_weights_file() -> None:
+    """A --weights path that does not exist: one line, exit 2."""
+    assert_one_line_error(runner.invoke(app, ["params", "--weights", "/nope.safetensors"]), "does not exist")

@@ -112,6 +112,7 @@ def latency_command(
     vary: Vary = "heads",
     values: Values = None,
     config_file: opt.ConfigFile = None,
+    weights: opt.ModelWeights = None,
     vocab: opt.Vocab = None,
     max_seq_len: opt.MaxSeqLen = None,
     d_model: opt.DModel = None,
@@ -132,7 +133,7 @@ def latency_command(
     plot: PlotPath = None,
     no_plot: NoPlot = False,
 ) -> None:
-    config = opt.model_config(config_file, vocab, max_seq_len, d_model, heads, layers, mlp, eps)
+    config = opt.model_config(config_file, vocab, max_seq_len, d_model, heads, layers, mlp, eps, weights)
     if vary == "all" and values is not None:
         raise SweepError(
             "--values cannot be used with --vary all (each sweep uses its defaults); pick one --vary"

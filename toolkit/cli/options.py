@@ -13,6 +13,7 @@ import typer
 
 from toolkit.config import ModelConfig, from_dict, load_config
 from toolkit.device import DEVICE_CHOICES, DTYPES
+from toolkit.errors import ConfigError
 
 MODEL = "Model (defaults: SPEC.md's reference model)"
 
@@ -55,6 +56,15 @@ SeqLen = Annotated[
     int | None, typer.Option("--seq-len", min=1, help="Sequence length of the input (default max-seq-len).")
 ]
 Batch = Annotated[int, typer.Option("--batch", min=1, help="Batch size of the input.")]
+ModelWeights = Annotated[
+    Path | None,
+    typer.Option(
+        "--weights",
+        help="Take the model's config from this checkpoint (supplied format or a toolkit export, as read "
+        "by load-weights); the size flags and --config cannot be combined with it.",
+        rich_help_panel=MODEL,
+    ),
+]
 Json = Annotated[bool, typer.Option("--json", help="Print the result as one JSON object instead of tables.")]
 
 
@@ -67,8 +77,13 @@ def model_config(
     layers: int | None = None,
     mlp: int | None = None,
     eps: float | None = None,
+    weights: Path | None = None,
 ) -> ModelConfig:
-    """The config from --config (or the defaults) with every given model flag applied on top."""
+    """The config from --weights, or from --config (or the defaults) with every given flag on top."""
+    if weights is not None:
+        return _config_of_checkpoint(
+            weights, config_file, vocab, max_seq_len, d_model, layers, mlp, heads, eps
+        )
     base = load_config(config_file) if config_file is not None else ModelConfig()
     flags = {
         "vocab_size": vocab,
@@ -80,6 +95,38 @@ def model_config(
         "norm_eps": eps,
     }
     return from_dict({**base.to_dict(), **{k: v for k, v in flags.items() if v is not None}})
+
+
+def _config_of_checkpoint(
+    weights: Path,
+    config_file: Path | None,
+    vocab: int | None,
+    max_seq_len: int | None,
+    d_model: int | None,
+    layers: int | None,
+    mlp: int | None,
+    heads: int | None,
+    eps: float | None,
+) -> ModelConfig:
+    """A checkpoint's config (its sizes fixed by its tensors); --heads and --eps may still be given."""
+    sizes = {
+        "--config": config_file,
+        "--vocab": vocab,
+        "--max-seq-len": max_seq_len,
+        "--d-model": d_model,
+        "--layers": layers,
+        "--mlp": mlp,
+    }
+    given = [flag for flag, value in sizes.items() if value is not None]
+    if given:
+        raise ConfigError(
+            f"{', '.join(given)} cannot be combined with --weights, whose tensors fix the model's sizes; "
+            "drop one or the other"
+        )
+    from toolkit.weights import load_checkpoint  # reads and checks the checkpoint
+
+    _model, report = load_checkpoint(weights, n_heads=heads)
+    return report.config if eps is None else report.config.replace(norm_eps=eps)
 
 
 # The Literal types above must list what toolkit.device accepts.

@@ -18,6 +18,7 @@ from toolkit.tables.params import bytes_table, components_table, memory_table
 @app.command("params", help="Model size: parameters per component, bytes per dtype, measured RAM.")
 def params_command(
     config_file: opt.ConfigFile = None,
+    weights: opt.ModelWeights = None,
     vocab: opt.Vocab = None,
     max_seq_len: opt.MaxSeqLen = None,
     d_model: opt.DModel = None,
@@ -34,7 +35,7 @@ def params_command(
     ] = True,
     json: opt.Json = False,
 ) -> None:
-    config = opt.model_config(config_file, vocab, max_seq_len, d_model, heads, layers, mlp, eps)
+    config = opt.model_config(config_file, vocab, max_seq_len, d_model, heads, layers, mlp, eps, weights)
     if seq_len is not None and seq_len > config.max_seq_len:
         raise InputError(
             f"--seq-len {seq_len} exceeds max_seq_len={config.max_seq_len}; lower it or raise --max-seq-len"
