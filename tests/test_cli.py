@@ -8,27 +8,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from cli_checks import assert_one_line_error
+from cli_checks import TINY_FLAGS, assert_one_line_error
 from typer.testing import CliRunner
 
 from toolkit import __version__
 from toolkit.cli import app
 
 runner = CliRunner()
-TINY_FLAGS = [
-    "--vocab",
-    "61",
-    "--max-seq-len",
-    "32",
-    "--d-model",
-    "24",
-    "--heads",
-    "3",
-    "--layers",
-    "2",
-    "--mlp",
-    "40",
-]
 
 
 def test_help_lists_commands() -> None:
@@ -143,11 +129,12 @@ def test_python_dash_m_and_console_script() -> None:
 
 
 def _tiny_export(tmp_path: Path) -> Path:
-    from toolkit import ModelConfig, Transformer
+    from conftest import TINY
+
+    from toolkit import Transformer
     from toolkit.weights import export_checkpoint
 
-    config = ModelConfig(vocab_size=61, max_seq_len=32, d_model=24, n_heads=3, n_layers=2, d_mlp=40)
-    return export_checkpoint(Transformer(config), tmp_path / "tiny.safetensors")
+    return export_checkpoint(Transformer(TINY), tmp_path / "tiny.safetensors")
 
 
 def test_params_takes_config_from_weights(tmp_path: Path) -> None:

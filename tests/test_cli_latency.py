@@ -10,28 +10,14 @@ from typing import Any
 
 import pytest
 import torch
-from cli_checks import assert_one_line_error
+from cli_checks import TINY_FLAGS, assert_one_line_error
 from typer.testing import CliRunner
 
 from toolkit.cli import app
 from toolkit.studies import latency as latency_study
 
 runner = CliRunner()
-TINY = [
-    "--vocab",
-    "61",
-    "--max-seq-len",
-    "32",
-    "--d-model",
-    "24",
-    "--heads",
-    "3",
-    "--layers",
-    "2",
-    "--mlp",
-    "40",
-]
-FAST = [*TINY, "--device", "cpu", "--budget", "0.1"]
+FAST = [*TINY_FLAGS, "--device", "cpu", "--budget", "0.1"]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -124,4 +110,4 @@ def test_bad_input_is_one_line_and_exit_2(args: list[str], fragment: str, tmp_pa
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible, so --device cuda is valid")
 def test_cuda_without_gpu_is_refused() -> None:
     """--device cuda on a machine without a GPU: one line, exit 2."""
-    assert_one_line_error(_invoke([*TINY, "--device", "cuda"]), "no CUDA GPU")
+    assert_one_line_error(_invoke([*TINY_FLAGS, "--device", "cuda"]), "no CUDA GPU")

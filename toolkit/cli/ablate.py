@@ -69,7 +69,6 @@ Latency = Annotated[
     ),
 ]
 PlotPath = Annotated[Path, typer.Option("--plot", help="Where to write the output-vs-latency plot (PNG).")]
-NoPlot = Annotated[bool, typer.Option("--no-plot", help="Do not write the plot.")]
 RANDOM_LENGTHS = (1, 64)
 
 
@@ -97,7 +96,7 @@ def ablate_command(
     budget: Budget = 60.0,
     latency: Latency = True,
     plot: PlotPath = DEFAULT_PATH,
-    no_plot: NoPlot = False,
+    no_plot: opt.NoPlot = False,
     json: opt.Json = False,
 ) -> None:
     torch_device, torch_dtype = resolve_device(device), resolve_dtype(dtype)

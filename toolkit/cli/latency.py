@@ -99,7 +99,6 @@ PlotPath = Annotated[
         "(default plots/).",
     ),
 ]
-NoPlot = Annotated[bool, typer.Option("--no-plot", help="Do not write plots.")]
 
 
 @app.command(
@@ -131,7 +130,7 @@ def latency_command(
     json: opt.Json = False,
     csv: Csv = None,
     plot: PlotPath = None,
-    no_plot: NoPlot = False,
+    no_plot: opt.NoPlot = False,
 ) -> None:
     config = opt.model_config(config_file, vocab, max_seq_len, d_model, heads, layers, mlp, eps, weights)
     if vary == "all" and values is not None:

@@ -119,7 +119,6 @@ Dtype = Annotated[
     ),
 ]
 PlotsDir = Annotated[Path, typer.Option("--plots-dir", help="Directory for the PNG plots.")]
-NoPlot = Annotated[bool, typer.Option("--no-plot", help="Do not write plots.")]
 
 
 def parse_shapes(text: str) -> list[tuple[int, int]]:
@@ -166,7 +165,7 @@ def layernorm_compare_command(
     norms: Norms = _DEFAULT_NORMS,
     data: Data = None,
     plots_dir: PlotsDir = PLOTS_DIR,
-    no_plot: NoPlot = False,
+    no_plot: opt.NoPlot = False,
     json: opt.Json = False,
 ) -> None:
     torch_device, torch_dtype = resolve_device(device), resolve_dtype(dtype)

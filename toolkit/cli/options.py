@@ -65,6 +65,7 @@ ModelWeights = Annotated[
         rich_help_panel=MODEL,
     ),
 ]
+NoPlot = Annotated[bool, typer.Option("--no-plot", help="Do not write plots.")]
 Json = Annotated[bool, typer.Option("--json", help="Print the result as one JSON object instead of tables.")]
 
 
