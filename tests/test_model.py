@@ -57,6 +57,59 @@ def test_causal(tiny_config: ModelConfig, residual: str) -> None:
     assert not torch.allclose(before[:, 12:], after[:, 12:])
 
 
+@pytest.mark.parametrize("name", ["tiny-3-heads", "tanh-gelu"])
+def test_gradients_match_transformers_gpt2(name: str) -> None:
+    """Backward through the model (in-place GELU and skips) gives GPT-2's float64 gradients."""
+    config = HF_CONFIGS[name]
+    model, hf = matched_pair(config, seed=2)
+    model, hf = model.double(), hf.double()
+    ids = torch.randint(0, config.vocab_size, (2, config.max_seq_len))
+    model(ids).logsumexp(-1).sum().backward()
+    hf(ids).logits.logsumexp(-1).sum().backward()
+    gpt = hf.transformer
+    pairs = [  # (toolkit parameter, GPT-2 parameter, whether GPT-2's Conv1D stores it transposed)
+        (model.token_embedding.weight, gpt.wte.weight, False),
+        (model.position_embedding.weight, gpt.wpe.weight, False),
+        (model.ln_final.weight, gpt.ln_f.weight, False),
+    ]
+    for block, hf_block in zip(model.blocks, gpt.h, strict=True):
+        pairs += [
+            (block.ln1.weight, hf_block.ln_1.weight, False),
+            (block.attn.qkv.weight, hf_block.attn.c_attn.weight, True),
+            (block.attn.out_proj.bias, hf_block.attn.c_proj.bias, False),
+            (block.mlp.up.weight, hf_block.mlp.c_fc.weight, True),
+            (block.mlp.down.bias, hf_block.mlp.c_proj.bias, False),
+        ]
+    for ours, theirs, transposed in pairs:
+        assert ours.grad is not None
+        assert theirs.grad is not None
+        expected = theirs.grad.T if transposed else theirs.grad
+        torch.testing.assert_close(ours.grad, expected, atol=1e-10, rtol=1e-9)
+
+
+@pytest.mark.parametrize("residual", ["standard", "input-skip", "no-mlp-skip", "parallel"])
+def test_gradients_match_finite_differences(residual: str) -> None:
+    """Every residual wiring's backward agrees with float64 finite differences (torch gradcheck)."""
+    config = ModelConfig(
+        vocab_size=11, max_seq_len=6, d_model=8, n_heads=2, n_layers=2, d_mlp=5, residual=residual
+    )
+    model = Transformer(config).double()
+    ids = torch.randint(0, config.vocab_size, (2, 6))
+    names = [
+        "position_embedding.weight",
+        "blocks.0.ln1.weight",
+        "blocks.0.mlp.up.weight",
+        "blocks.1.attn.qkv.bias",
+    ]
+    params = dict(model.named_parameters())
+    inputs = tuple(params[name].detach().clone().requires_grad_() for name in names)
+
+    def logits(*values: torch.Tensor) -> torch.Tensor:
+        return torch.func.functional_call(model, dict(zip(names, values, strict=True)), (ids,))
+
+    assert torch.autograd.gradcheck(logits, inputs)
+
+
 @pytest.mark.parametrize("name", list(HF_CONFIGS))
 def test_parameter_count_closed_form(name: str) -> None:
     """Parameters equal V·d + S·d + L·(4d² + 4d + 2·d·d_mlp + d_mlp + d + 4d) + 2d (tied head)."""

@@ -71,7 +71,9 @@ class MLP(nn.Module):
         self.gelu_approximate = config.gelu  # "none" (exact erf) or "tanh"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down(F.gelu(self.up(x), approximate=self.gelu_approximate))
+        # GELU in place on the fresh up-projection: no second d_mlp-wide buffer (autograd saves what
+        # gelu's backward needs). Same values as F.gelu.
+        return self.down(torch.ops.aten.gelu_(self.up(x), approximate=self.gelu_approximate))
 
 
 class Block(nn.Module):
@@ -86,14 +88,16 @@ class Block(nn.Module):
         self.residual = config.residual
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
+        # Each skip is added in place into the branch output, a fresh tensor that no backward
+        # needs: one activation buffer fewer per add. a + h == h + a exactly, so values are unchanged.
         if self.residual == "parallel":  # PaLM / GPT-J: both branches read the block input
-            return h + self.attn(self.ln1(h)) + self.mlp(self.ln2(h))
-        t = h + self.attn(self.ln1(h))
+            return self.attn(self.ln1(h)).add_(h).add_(self.mlp(self.ln2(h)))
+        t = self.attn(self.ln1(h)).add_(h)
         mlp_out = self.mlp(self.ln2(t))
         if self.residual == "standard":
-            return t + mlp_out
+            return mlp_out.add_(t)
         if self.residual == "input-skip":  # second skip taken from the block input
-            return h + mlp_out
+            return mlp_out.add_(h)
         return mlp_out  # "no-mlp-skip": second skip dropped
 
 
@@ -114,8 +118,8 @@ class Transformer(nn.Module):
             ids = ids.unsqueeze(0)  # (1, S)
         if not torch.compiler.is_compiling():
             self.check_input(ids)
-        positions = torch.arange(ids.shape[1], device=ids.device)  # (S,)
-        h = self.token_embedding(ids) + self.position_embedding(positions)  # (B, S, d)
+        positions = self.position_embedding.weight[: ids.shape[1]]  # (S, d): rows 0..S-1, no lookup
+        h = self.token_embedding(ids).add_(positions)  # (B, S, d)
         for block in self.blocks:
             h = block(h)
         return F.linear(self.ln_final(h), self.token_embedding.weight)  # (B, S, V), tied head
