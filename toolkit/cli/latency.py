@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Annotated, Literal, get_args
 
@@ -143,49 +144,41 @@ def latency_command(
     torch_device, torch_dtype = resolve_device(device), resolve_dtype(dtype)
     if threads is not None:
         torch.set_num_threads(threads)
+    measure = (
+        functools.partial(measure_latency_all, config)
+        if vary == "all"
+        else functools.partial(measure_latency_sweep, vary, config, values=swept)
+    )
     with progress_bar(enabled=not json) as progress:
-        if vary == "all":
-            report = measure_latency_all(
-                config,
-                batch=batch,
-                seq_len=seq_len,
-                device=torch_device,
-                dtype=torch_dtype,
-                compile=compile,
-                budget_s=budget,
-                target_rel_ci=target_ci / 100.0,
-                progress=progress,
-            )
-        else:
-            result = measure_latency_sweep(
-                vary,
-                config,
-                values=swept,
-                batch=batch,
-                seq_len=seq_len,
-                device=torch_device,
-                dtype=torch_dtype,
-                compile=compile,
-                budget_s=budget,
-                target_rel_ci=target_ci / 100.0,
-                progress=progress,
-            )
-    sweeps = report.sweeps if vary == "all" else [result]
+        outcome = measure(
+            batch=batch,
+            seq_len=seq_len,
+            device=torch_device,
+            dtype=torch_dtype,
+            compile=compile,
+            budget_s=budget,
+            target_rel_ci=target_ci / 100.0,
+            progress=progress,
+        )
+    report: LatencyReport | None
+    if isinstance(outcome, LatencyReport):  # --vary all
+        report, sweeps = outcome, outcome.sweeps
+    else:
+        report, sweeps = None, [outcome]
     plot_paths: list[Path] = []
     if not no_plot:
         for sweep in sweeps:
-            target = (plot or PLOTS_DIR) / f"latency_{sweep.vary}.png" if vary == "all" else plot
+            target = (plot or PLOTS_DIR) / f"latency_{sweep.vary}.png" if report is not None else plot
             plot_paths.append(save_latency_plot(sweep, target))
     if csv is not None:
-        frame = report.to_frame() if vary == "all" else result.to_frame()
         with atomic_path(csv) as tmp:
-            frame.to_csv(tmp, index=False)
+            outcome.to_frame().to_csv(tmp, index=False)
     if json:
-        data = report.to_dict() if vary == "all" else result.to_dict()
+        data = outcome.to_dict()
         data["plots"] = [str(p) for p in plot_paths]
         print_json(data)
         return
-    _show(sweeps, report if vary == "all" else None)
+    _show(sweeps, report)
     for path in plot_paths:
         note(f"plot written to {path}")
     if csv is not None:
