@@ -46,17 +46,17 @@ def ratio_of_medians_ci(ours: np.ndarray, theirs: np.ndarray, seed: int = 0) -> 
     return float(low), float(high)
 
 
-def products_only(model: Transformer, seq_len: int) -> Callable[[], None]:
+def products_only(model: Transformer, batch: int, seq_len: int) -> Callable[[], None]:
     """The model's matrix products (without bias) and SDPA calls, on fixed inputs of their shapes."""
     config = model.config
     d, heads = config.d_model, config.n_heads
-    x = torch.randn(1, seq_len, d)
-    hidden = torch.randn(1, seq_len, config.d_mlp)
+    x = torch.randn(batch, seq_len, d)
+    hidden = torch.randn(batch, seq_len, config.d_mlp)
 
     def run() -> None:
         for block in model.blocks:
             q, k, v = (
-                t.view(1, seq_len, heads, d // heads).transpose(1, 2)
+                t.view(batch, seq_len, heads, d // heads).transpose(1, 2)
                 for t in F.linear(x, block.attn.qkv.weight).split(d, dim=2)
             )
             F.scaled_dot_product_attention(q, k, v, is_causal=True)
@@ -93,7 +93,7 @@ def main() -> int:
             "hf-gpt2-sdpa": lambda: hf(ids, use_cache=False),
             "toolkit": lambda: model(ids),
             "matmul": lambda: torch.mm(a, b, out=out),
-            "products only": products_only(model, SEQ_LEN),
+            "products only": products_only(model, BATCH, SEQ_LEN),
         },
         baseline="hf-gpt2-sdpa",
         device=cpu,
