@@ -23,7 +23,7 @@ import re
 import zipfile
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -509,13 +509,7 @@ class ExampleResult:
     passed: bool
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "index": self.index,
-            "seq_len": self.seq_len,
-            "max_abs_diff": self.max_abs_diff,
-            "rmse": self.rmse,
-            "passed": self.passed,
-        }
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -528,12 +522,7 @@ class HeadTrial:
     passed: bool
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "n_heads": self.n_heads,
-            "max_abs_diff": self.max_abs_diff,
-            "examples_run": self.examples_run,
-            "passed": self.passed,
-        }
+        return asdict(self)
 
 
 @torch.inference_mode()
