@@ -305,14 +305,12 @@ class LocalGroup:
         device: str,
         threads: int,
     ) -> None:
-        self.world, self.specs, self.split, self.kernel, self.device, self.threads = (
-            world,
-            specs,
-            split,
-            kernel,
-            device,
-            threads,
-        )
+        self.world = world
+        self.specs = specs
+        self.split = split
+        self.kernel = kernel
+        self.device = device
+        self.threads = threads
         self._processes: list[Any] = []
         self._connection: Connection | None = None
         self._directory: str | None = None
