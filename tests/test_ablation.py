@@ -24,6 +24,8 @@ from toolkit.studies.ablation import (
     select_variants,
     variant_model,
 )
+from toolkit.tables.ablation import verdict_text
+from toolkit.tables.weights import load_summary
 from toolkit.timing import Comparison
 from toolkit.weights import load_checkpoint, read_examples, shipped_files
 
@@ -264,9 +266,9 @@ def test_flags_select_variants() -> None:
         ({"eps": 1e-5}, "leaves the model unchanged"),
         ({"gelu": "none"}, "leaves the model unchanged"),
         ({"residuals": ["standard"]}, "leaves the model unchanged"),
-        ({"residuals": ["sideways"]}, "unknown --residual"),
-        ({"gelu": "relu"}, "unknown --gelu"),
-        ({"norm": "bogus"}, "unknown --norm"),
+        ({"residuals": ["sideways"]}, "unknown residual"),
+        ({"gelu": "relu"}, "unknown gelu"),
+        ({"norm": "bogus"}, "unknown norm"),
         ({"norm": "rms"}, "cannot run with the same weights"),
         ({"norm": "none"}, "cannot run with the same weights"),
         ({"eps": -1.0}, "norm_eps must be a positive"),
@@ -310,7 +312,7 @@ def test_eps_moves_shipped_logits() -> None:
     """eps 1e-5 -> 1e-4 on the shipped checkpoint gives a non-zero, measurable RMSE (the old bug gave 0)."""
     weights, examples = shipped_files()
     model, report = load_checkpoint(weights, examples=examples, n_heads=2)
-    assert report.passed, report.summary
+    assert report.passed, load_summary(report)
     inputs = [example.input_ids for example in read_examples(examples)]
     _, (change,) = measure_output_changes(model, inputs, [eps_variant(1e-4)])
     assert change.rmse > 0
@@ -346,7 +348,9 @@ def test_run_ablation_without_latency_rows_and_frame() -> None:
     assert result.latency is None
     rows = result.to_dict()
     assert [row["change"] for row in rows] == ["no-scale", "residual parallel"]
-    assert all(row["latency"] is None and "of their spread" in row["verdict"] for row in rows)
+    verdicts = [verdict_text(row) for row in result.rows]
+    pairs = zip(rows, verdicts, strict=True)
+    assert all(row["latency"] is None and "of their spread" in verdict for row, verdict in pairs)
     frame = result.to_frame()
     assert list(frame["change"]) == ["no-scale", "residual parallel"]
     assert frame["rmse"].tolist() == [row["rmse"] for row in rows]

@@ -13,6 +13,7 @@ import torch
 from matplotlib.figure import Figure
 
 from toolkit import ModelConfig
+from toolkit.cli.latency import parse_values
 from toolkit.errors import SweepError
 from toolkit.flops import forward_flops
 from toolkit.plots.latency import AXIS_LABELS, LATENCY_LABEL, latency_figure, save_latency_plot
@@ -23,7 +24,6 @@ from toolkit.studies.latency import (
     fit_trend,
     influence,
     measure_latency_sweep,
-    parse_values,
     sweep_configs,
 )
 from toolkit.tables.latency import context_text, latency_table, trend_text
@@ -80,7 +80,7 @@ def test_sweep_configs_refuse_impossible_values() -> None:
         sweep_configs("heads", [2, 3], ModelConfig(), 1, 1024)
     with pytest.raises(SweepError, match="multiples of heads=2"):
         sweep_configs("d-model", [64, 99], ModelConfig(), 1, 1024)
-    with pytest.raises(SweepError, match="unknown --vary"):
+    with pytest.raises(SweepError, match="unknown vary"):
         sweep_configs("width", [1, 2], ModelConfig(), 1, 1024)
 
 

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from toolkit import ModelConfig, Transformer
 from toolkit.errors import BackendError, ConfigError, InputError
 from toolkit.layernorm import BACKENDS, LayerNorm, available_backends, layer_norm, resolve_backend
-from toolkit.studies.layernorm import reference_layer_norm, saved_tensor_bytes
+from toolkit.memory import saved_tensor_bytes
+from toolkit.studies.layernorm import reference_layer_norm
 
 CPU_BACKENDS = available_backends("cpu")
 HYPOTHESIS = settings(

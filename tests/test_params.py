@@ -10,7 +10,8 @@ import sys
 import pytest
 
 from toolkit import ModelConfig
-from toolkit.studies.params import count_report, peak_rss_during, rss_bytes
+from toolkit.memory import peak_rss_during, rss_bytes
+from toolkit.studies.params import count_report
 
 
 def test_default_total_is_3_156_992() -> None:

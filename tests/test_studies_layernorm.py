@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -10,18 +11,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from toolkit import ModelConfig, memory
 from toolkit.errors import ConfigError, DataError
 from toolkit.studies import layernorm as study
 
 CPU = torch.device("cpu")
 TINY_TRAINING = study.TrainingSettings(
+    model=ModelConfig(vocab_size=256, max_seq_len=16, d_model=32, n_heads=2, n_layers=2, d_mlp=64),
     steps=12,
     batch=4,
-    seq_len=16,
-    d_model=32,
-    n_heads=2,
-    n_layers=2,
-    d_mlp=64,
     lr=3e-3,
     eval_every=6,
     eval_batches=2,
@@ -40,7 +38,7 @@ def small_corpus() -> study.Corpus:
 
 def test_reference_equals_torch_layer_norm_in_float64() -> None:
     """The float64 reference (textbook formulas + autograd) agrees with torch's float64 LayerNorm."""
-    x, weight, bias, dy = study._inputs((16, 40), torch.float64, CPU, offset=3.0)
+    x, weight, bias, dy = study.make_inputs((16, 40), torch.float64, CPU, offset=3.0)
     y, dx, dw, db = study.reference_layer_norm(x, weight, bias, dy)
     xg, wg, bg = (t.clone().requires_grad_() for t in (x, weight, bias))
     expected = F.layer_norm(xg, (40,), wg, bg, study.EPS)
@@ -98,17 +96,17 @@ def test_numerics_json_and_frame(numerics: study.NumericsResult) -> None:
 def test_saved_tensor_bytes_counts_distinct_storages() -> None:
     """x * x saves x twice (one storage): its bytes once; exclude removes the input's share."""
     x = torch.randn(100, 10, requires_grad=True)
-    total, beyond = study.saved_tensor_bytes(lambda: x * x, exclude=(x,))
+    total, beyond = memory.saved_tensor_bytes(lambda: x * x, exclude=(x,))
     assert total == 100 * 10 * 4
     assert beyond == 0
-    total, beyond = study.saved_tensor_bytes(lambda: (x * 2).exp(), exclude=(x,))
+    total, beyond = memory.saved_tensor_bytes(lambda: (x * 2).exp(), exclude=(x,))
     assert total == beyond == 100 * 10 * 4  # exp saves its output
 
 
 def test_peak_memory_counts_new_storages_not_views() -> None:
     """A 4 MB tensor made inside counts; views and in-place results of old tensors do not."""
     old = torch.zeros(1_000_000)
-    with study.peak_memory(CPU) as peak:
+    with memory.peak_memory(CPU) as peak:
         view = old.view(1000, 1000).T
         old.add_(1.0)
         new = torch.ones(1_000_000)
@@ -155,8 +153,8 @@ def test_speed_study_rows_and_bandwidth() -> None:
         moved = study.bytes_moved(
             (64, 32), torch.float32, "forward" if row.implementation == "copy" else row.pass_name
         )
-        assert row.gb_per_s == pytest.approx(moved / (row.median_ms * 1e-3) / 1e9)
-        assert row.n_samples >= 10
+        assert row.gb_per_s == pytest.approx(moved / (row.timing.median_ms * 1e-3) / 1e9)
+        assert row.timing.n_samples >= 10
     assert set(result.copy_gb_per_s) == {"64x32 forward", "64x32 forward+backward"}
     assert all(r.pct_of_copy == pytest.approx(100.0) for r in result.rows if r.implementation == "copy")
     assert result.best_custom((64, 32), "forward") is not None
@@ -218,16 +216,14 @@ def test_training_settings_are_validated() -> None:
     with pytest.raises(ConfigError, match="unknown norm"):
         study.TrainingSettings(norms=("layer",))
     with pytest.raises(ConfigError, match="divisible"):
-        study.TrainingSettings(d_model=30, n_heads=4)
+        study.TrainingSettings(model=TINY_TRAINING.model.replace(d_model=30, n_heads=4))
     with pytest.raises(ConfigError, match="learning rate"):
         study.TrainingSettings(lr=-1.0)
 
 
 def test_training_lowers_loss_and_custom_tracks_torch(small_corpus: study.Corpus) -> None:
     """A tiny run lowers validation loss; custom LayerNorm follows torch's run step for step."""
-    settings = study.TrainingSettings(
-        **{**TINY_TRAINING.to_dict(), "norms": ("torch", "custom", "none", "batch")}
-    )
+    settings = dataclasses.replace(TINY_TRAINING, norms=("torch", "custom", "none", "batch"))
     result = study.train_norms(CPU, settings, small_corpus)
     assert [r.norm for r in result.runs] == ["torch", "custom", "none", "batch"]
     torch_run, custom_run = result.run("torch"), result.run("custom")

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from toolkit.flops import matmul_rate_gflops
 from toolkit.timing import (
     Comparison,
     Measurement,
@@ -19,7 +20,6 @@ from toolkit.timing import (
     bootstrap_ci,
     compare,
     configure_allocator,
-    matmul_rate_gflops,
     measure,
     paired_difference,
 )

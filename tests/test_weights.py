@@ -19,6 +19,7 @@ from transformers import GPT2LMHeadModel
 
 from toolkit import ModelConfig
 from toolkit.errors import CheckpointKeysError, ConfigError, WeightsError
+from toolkit.tables.weights import load_summary
 from toolkit.weights import (
     SHIPPED_EXAMPLES,
     SHIPPED_WEIGHTS,
@@ -188,7 +189,7 @@ def test_qkv_split_per_head_matches_gpt2(tmp_path: Path, n_heads: int, layout: s
 
     mapping = mapping_file(tmp_path, set_layout)
     _, report = load_checkpoint(weights, examples=examples, mapping=mapping, n_heads=n_heads)
-    assert report.passed, report.summary
+    assert report.passed, load_summary(report)
     assert report.max_abs_diff < 1e-5
 
 
@@ -231,7 +232,7 @@ def test_two_dimensional_biases_load(tmp_path: Path) -> None:
     hf = gpt2()
     weights, examples = write_pair(tmp_path, to_supplied(hf, bias_2d=True), gpt2_examples(hf))
     _, report = load_checkpoint(weights, examples=examples, n_heads=3)
-    assert report.passed, report.summary
+    assert report.passed, load_summary(report)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -247,7 +248,7 @@ def test_config_inferred_and_heads_found(tiny: tuple[GPT2LMHeadModel, Path, Path
     assert [t.n_heads for t in report.head_trials] == [1, 2, 3, 4, 6, 8, 12, 24]
     assert report.heads_matching == [3]
     assert report.passed
-    assert "n_heads=3 found by search" in report.summary
+    assert "n_heads=3 found by search" in load_summary(report)
     assert model.config.n_heads == 3
 
 
@@ -267,7 +268,7 @@ def test_length_one_examples_cannot_tell_heads_apart(tmp_path: Path) -> None:
     _, report = load_checkpoint(weights, examples=examples)
     assert report.heads_matching == [1, 2, 3, 4, 6, 8, 12, 24]
     assert report.config.n_heads == 2
-    assert "cannot tell them apart" in report.summary
+    assert "cannot tell them apart" in load_summary(report)
 
 
 def test_no_examples_uses_default_heads(tiny: tuple[GPT2LMHeadModel, Path, Path]) -> None:
@@ -456,4 +457,4 @@ def test_shipped_checkpoint_on_cuda() -> None:
         device="cuda",
     )
     assert next(model.parameters()).is_cuda
-    assert report.passed, report.summary
+    assert report.passed, load_summary(report)

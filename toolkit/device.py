@@ -1,10 +1,10 @@
-"""Choosing the device and dtype a command runs on (``--device auto|cpu|cuda``, ``--dtype``)."""
+"""Choosing the device and dtype a command runs on (auto, cpu or cuda; float32, bfloat16 or float16)."""
 
 from __future__ import annotations
 
 import torch
 
-from toolkit.errors import DeviceError
+from toolkit.errors import DeviceError, setting
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 DTYPES: dict[str, torch.dtype] = {
@@ -22,7 +22,10 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cpu")
     if name == "cuda":
         if not torch.cuda.is_available():
-            raise DeviceError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu")
+            raise DeviceError(
+                f"{setting('device')} cuda was asked for but no CUDA GPU is visible; "
+                f"use {setting('device')} cpu"
+            )
         return torch.device("cuda")
     raise DeviceError(f"unknown device {name!r}; valid values: {', '.join(DEVICE_CHOICES)}")
 

@@ -1,10 +1,39 @@
-"""Typed exceptions. The CLI turns a :class:`ToolkitError` into one line on stderr and exit 2."""
+"""Typed exceptions, and how library text names the settings a user can change.
+
+The CLI turns a :class:`ToolkitError` into one line on stderr and exit 2. Library messages speak of
+quantities (``budget_s``, ``seq_len``), never of command-line flags: a message marks each one with
+:func:`setting`, ``str(error)`` shows the quantity's name, and the CLI shows its flag instead
+(``toolkit.cli.options.FLAGS``).
+"""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+
+_MARK = "\x1f"  # ASCII unit separator: never part of a user's text
+
+
+def setting(name: str) -> str:
+    """Mark ``name`` (a quantity the user sets, e.g. ``"budget_s"``) inside a message or note."""
+    return f"{_MARK}{name}{_MARK}"
+
+
+def name_settings(text: str, names: Mapping[str, str] | None = None) -> str:
+    """``text`` with every :func:`setting` mark replaced by ``names[quantity]`` (default: the quantity)."""
+    parts = text.split(_MARK)
+    lookup = names or {}
+    return "".join(lookup.get(part, part) if i % 2 else part for i, part in enumerate(parts))
 
 
 class ToolkitError(Exception):
     """Bad input from the user: the message names the problem and what to do about it."""
+
+    def __str__(self) -> str:
+        return name_settings(super().__str__())
+
+    def describe(self, names: Mapping[str, str]) -> str:
+        """The message with each marked quantity named by ``names`` (the CLI: by its flag)."""
+        return name_settings(super().__str__(), names)
 
 
 class ConfigError(ToolkitError, ValueError):
@@ -39,7 +68,7 @@ class CheckpointKeysError(WeightsError):
         ]
         super().__init__(
             f"checkpoint {path} does not match its key mapping: {' | '.join(parts)}; "
-            "fix the checkpoint, or pass --mapping with a mapping that describes it"
+            f"fix the checkpoint, or pass {setting('mapping')} with a mapping that describes it"
         )
 
 

@@ -1,4 +1,4 @@
-"""Analytic FLOP count of one forward pass of the reference transformer.
+"""Analytic FLOP count of one forward pass of the reference transformer, and the machine's matmul rate.
 
 Convention (stated with every rate the toolkit prints): 2·m·n·k FLOP for every matrix product
 (one multiply and one add per term), attention counted as **full** S×S products (Q·Kᵀ and P·V) even
@@ -12,7 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from toolkit.config import ModelConfig
+from toolkit.timing.engine import measure
 
 FLOP_CONVENTION = (
     "2·m·n·k FLOP per matrix product; attention as full S×S (causal masking not subtracted); "
@@ -86,3 +89,40 @@ def forward_flops(config: ModelConfig, batch: int = 1, seq_len: int | None = Non
         mlp_down=L * 2 * tokens * config.d_mlp * d,
         lm_head=2 * tokens * d * config.vocab_size,
     )
+
+
+# --------------------------------------------------------------------------------------------------
+# The machine's matmul rate, the reference for achieved rates
+
+
+def matmul_operands(
+    device: torch.device, dtype: torch.dtype, size: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two square matrices for measuring the matmul rate (1024 on CPU, 4096 on GPU by default)."""
+    n = size or (4096 if device.type == "cuda" else 1024)
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randn(n, n, generator=generator).to(device=device, dtype=dtype)
+    b = torch.randn(n, n, generator=generator).to(device=device, dtype=dtype)
+    return a, b
+
+
+def matmul_rate_gflops(
+    device: torch.device,
+    dtype: torch.dtype = torch.float32,
+    *,
+    size: int | None = None,
+    budget_s: float = 2.0,
+    target_rel_ci: float = 0.02,
+) -> float:
+    """This machine's dense matmul rate now: 2·n³ FLOP of an n×n product over its median time."""
+    a, b = matmul_operands(device, dtype, size)
+    out = torch.empty_like(a)
+    measurement = measure(
+        lambda: torch.mm(a, b, out=out),
+        device=device,
+        budget_s=budget_s,
+        target_rel_ci=target_rel_ci,
+        min_samples=5,
+    )
+    n = a.shape[0]
+    return 2.0 * n**3 / (measurement.median_ms * 1e-3) / 1e9

@@ -58,7 +58,8 @@ def main() -> int:
             noise = result.noise_floor_pct[f"{label} {pass_name}"]
             copy_gbs = result.copy_gb_per_s[f"{label} {pass_name}"]
             print(
-                f"{label:>11} {pass_name:>16} {torch_row.median_ms:>9.3f} {custom.median_ms:>9.3f} "
+                f"{label:>11} {pass_name:>16} {torch_row.timing.median_ms:>9.3f} "
+                f"{custom.timing.median_ms:>9.3f} "
                 f"{ratio:>20} {custom.gb_per_s:>11.1f} {copy_gbs:>9.1f} "
                 f"{custom.pct_of_copy:>5.0f}% {noise:>6.1f}%  {verdict} ({custom.implementation})"
             )

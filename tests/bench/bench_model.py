@@ -31,8 +31,8 @@ from reference import copy_hf_into_toolkit, hf_gpt2, randomize_
 
 from toolkit import ModelConfig, Transformer
 from toolkit.device import device_name
-from toolkit.flops import FLOP_CONVENTION, forward_flops
-from toolkit.timing import TimingContext, compare, configure_allocator, matmul_operands
+from toolkit.flops import FLOP_CONVENTION, forward_flops, matmul_operands
+from toolkit.timing import TimingContext, compare, configure_allocator
 
 SEQ_LEN, BATCH, MATMUL_N = 1024, 1, 1024
 

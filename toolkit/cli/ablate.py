@@ -10,14 +10,13 @@ import typer
 
 from toolkit.cli import options as opt
 from toolkit.cli.app import app
-from toolkit.cli.load_weights import Atol, Examples, HeadsSearch, Mapping, Weights
-from toolkit.cli.output import note, print_json, progress_bar, show
+from toolkit.cli.output import Output
 from toolkit.config import GELU_VARIANTS, RESIDUAL_VARIANTS, ModelConfig
 from toolkit.device import resolve_device, resolve_dtype
 from toolkit.errors import InputError, WeightsError
 from toolkit.plots.ablation import DEFAULT_PATH, save_ablation_plot
 from toolkit.studies.ablation import run_ablation, select_variants, weight_sharing_norms
-from toolkit.tables.ablation import latency_table, output_table, verdict_table
+from toolkit.tables.ablation import latency_notes, latency_table, output_table, verdict_table, verdict_text
 from toolkit.weights import load_checkpoint, read_examples, shipped_files
 
 VARIANTS = "Variants (none given: the classic suite)"
@@ -54,12 +53,6 @@ Norm = Annotated[
     str | None,
     typer.Option("--norm", help=f"Variant: norm implementation ({_NORMS}).", rich_help_panel=VARIANTS),
 ]
-Budget = Annotated[
-    float,
-    typer.Option(
-        "--budget", min=0.5, help="Seconds for the interleaved latency run.", rich_help_panel=TIMING
-    ),
-]
 Latency = Annotated[
     bool,
     typer.Option(
@@ -79,11 +72,11 @@ RANDOM_LENGTHS = (1, 64)
     "checkpoint's logits and to its latency, with the same weights.",
 )
 def ablate_command(
-    weights: Weights = None,
-    examples: Examples = None,
-    mapping: Mapping = None,
-    heads: HeadsSearch = None,
-    atol: Atol = 1e-4,
+    weights: opt.Weights = None,
+    examples: opt.Examples = None,
+    mapping: opt.Mapping = None,
+    heads: opt.HeadsSearch = None,
+    atol: opt.Atol = 1e-4,
     eps: VariantEps = None,
     no_scale: NoScale = False,
     gelu: Gelu = None,
@@ -93,7 +86,7 @@ def ablate_command(
     dtype: opt.Dtype = "float32",
     seq_len: opt.SeqLen = None,
     batch: opt.Batch = 1,
-    budget: Budget = 60.0,
+    budget: opt.Budget = 60.0,
     latency: Latency = True,
     plot: PlotPath = DEFAULT_PATH,
     no_plot: opt.NoPlot = False,
@@ -103,7 +96,8 @@ def ablate_command(
     if weights is None:
         weights, shipped_examples = shipped_files()
         examples = shipped_examples if examples is None else examples
-    with progress_bar() as progress:
+    out = Output(json)
+    with out.progress() as progress:
         model, report = load_checkpoint(
             weights, examples=examples, mapping=mapping, n_heads=heads, atol=atol, progress=progress
         )
@@ -126,7 +120,7 @@ def ablate_command(
         else:
             inputs = _random_inputs(model.config)
             lengths = ", ".join(str(len(ids)) for ids in inputs)
-            note(f"no --examples given: output change measured on random token ids of lengths {lengths}")
+            out.note(f"no --examples given: output change measured on random token ids of lengths {lengths}")
         result = run_ablation(
             model,
             inputs,
@@ -140,18 +134,15 @@ def ablate_command(
             progress=progress,
         )
     if not no_plot:
-        note(f"plot written to {save_ablation_plot(result, plot)}")
+        out.note(f"plot written to {save_ablation_plot(result, plot)}")
     if result.latency is not None:
-        for warning in result.latency.summary_warnings:
-            note(f"timing: {warning}")
-    if json:
-        print_json(result.to_dict())
-        return
-    show(output_table(result))
-    table = latency_table(result)
-    if table is not None:
-        show(table)
-    show(verdict_table(result))
+        out.warn_all(latency_notes(result.latency, torch.get_num_threads()))
+    rows = [
+        {**data, "verdict": verdict_text(row)}
+        for data, row in zip(result.to_dict(), result.rows, strict=True)
+    ]
+    tables = [output_table(result), latency_table(result), verdict_table(result)]
+    out.finish(rows, *(table for table in tables if table is not None))
 
 
 def _random_inputs(config: ModelConfig) -> list[torch.Tensor]:

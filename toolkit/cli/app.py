@@ -10,6 +10,7 @@ import typer
 from typer.core import TyperGroup
 
 from toolkit import __version__
+from toolkit.cli.options import FLAGS
 from toolkit.errors import ToolkitError
 
 
@@ -42,7 +43,7 @@ class ToolkitGroup(TyperGroup):
             sys.stderr.write("toolkit: interrupted\n")
             raise SystemExit(130) from None
         except ToolkitError as exc:
-            fail(str(exc))
+            fail(exc.describe(FLAGS))
         except BrokenPipeError:
             raise SystemExit(1) from None
         code = status if isinstance(status, int) else 0

@@ -8,10 +8,11 @@ from typing import Annotated, Literal, get_args
 
 import torch
 import typer
+from rich.console import RenderableType
 
 from toolkit.cli import options as opt
 from toolkit.cli.app import app
-from toolkit.cli.output import note, print_json, progress_bar, show
+from toolkit.cli.output import Output
 from toolkit.device import resolve_device, resolve_dtype
 from toolkit.errors import SweepError
 from toolkit.files import atomic_path
@@ -21,12 +22,10 @@ from toolkit.studies.latency import (
     DEFAULT_VALUES,
     VARY_CHOICES,
     LatencyReport,
-    LatencyResult,
     measure_latency_all,
     measure_latency_sweep,
-    parse_values,
 )
-from toolkit.tables.latency import context_text, latency_table, summary_table, trend_text
+from toolkit.tables.latency import context_text, latency_table, summary_table, sweep_notes, trend_text
 
 SWEEP = "Sweep"
 TIMING = "Timing"
@@ -70,15 +69,6 @@ Compile = Annotated[
         rich_help_panel=TIMING,
     ),
 ]
-Budget = Annotated[
-    float,
-    typer.Option(
-        "--budget",
-        min=0.1,
-        help="Seconds of timing per swept value, at most (at least 10 rounds are timed).",
-        rich_help_panel=TIMING,
-    ),
-]
 TargetCi = Annotated[
     float,
     typer.Option(
@@ -100,6 +90,21 @@ PlotPath = Annotated[
         "(default plots/).",
     ),
 ]
+
+
+def parse_values(text: str) -> list[int]:
+    """``"1,2,4,8"`` -> [1, 2, 4, 8]; positive integers only, at least two, no repeats."""
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise SweepError(f"--values must be comma-separated integers such as 1,2,4,8, got {text!r}") from None
+    if len(values) < 2:
+        raise SweepError(f"--values needs at least two values to show a trend, got {text!r}")
+    if min(values) < 1:
+        raise SweepError(f"--values must all be at least 1, got {text!r}")
+    if len(set(values)) != len(values):
+        raise SweepError(f"--values has repeats: {text!r}")
+    return sorted(values)
 
 
 @app.command(
@@ -126,7 +131,7 @@ def latency_command(
     batch: opt.Batch = 1,
     threads: Threads = None,
     compile: Compile = False,
-    budget: Budget = 8.0,
+    budget: opt.Budget = 8.0,
     target_ci: TargetCi = 2.0,
     json: opt.Json = False,
     csv: Csv = None,
@@ -149,7 +154,8 @@ def latency_command(
         if vary == "all"
         else functools.partial(measure_latency_sweep, vary, config, values=swept)
     )
-    with progress_bar(enabled=not json) as progress:
+    out = Output(json)
+    with out.progress() as progress:
         outcome = measure(
             batch=batch,
             seq_len=seq_len,
@@ -170,26 +176,16 @@ def latency_command(
         for sweep in sweeps:
             target = (plot or PLOTS_DIR) / f"latency_{sweep.vary}.png" if report is not None else plot
             plot_paths.append(save_latency_plot(sweep, target))
+            out.note(f"plot written to {plot_paths[-1]}")
     if csv is not None:
         with atomic_path(csv) as tmp:
             outcome.to_frame().to_csv(tmp, index=False)
-    if json:
-        data = outcome.to_dict()
-        data["plots"] = [str(p) for p in plot_paths]
-        print_json(data)
-        return
-    _show(sweeps, report)
-    for path in plot_paths:
-        note(f"plot written to {path}")
-    if csv is not None:
-        note(f"rows written to {csv}")
-
-
-def _show(sweeps: list[LatencyResult], report: LatencyReport | None) -> None:
+        out.note(f"rows written to {csv}")
     for sweep in sweeps:
-        show(latency_table(sweep), trend_text(sweep), context_text(sweep), "")
+        out.warn_all(sweep_notes(sweep, torch.get_num_threads()))
+    renderables: list[RenderableType] = []
+    for sweep in sweeps:
+        renderables += [latency_table(sweep), trend_text(sweep), context_text(sweep), ""]
     if report is not None:
-        show(summary_table(report))
-    for sweep in sweeps:
-        for warning in sweep.warnings:
-            note(f"warning: {warning}")
+        renderables.append(summary_table(report))
+    out.finish({**outcome.to_dict(), "plots": [str(p) for p in plot_paths]}, *renderables)

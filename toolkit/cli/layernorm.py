@@ -5,11 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
+import torch
 import typer
+from rich.console import RenderableType
 
 from toolkit.cli import options as opt
 from toolkit.cli.app import app
-from toolkit.cli.output import note, print_json, progress_bar, show
+from toolkit.cli.output import Output
 from toolkit.device import resolve_device, resolve_dtype
 from toolkit.errors import ConfigError
 from toolkit.layernorm import available_backends
@@ -31,6 +33,7 @@ from toolkit.tables.layernorm import (
     training_cost_table,
     training_table,
 )
+from toolkit.tables.timing import cautions_text
 
 PARTS = "Parts"
 SPEED = "Speed"
@@ -58,15 +61,6 @@ Shapes = Annotated[
     typer.Option(
         "--shapes",
         help="Comma-separated M×N shapes (rows × row size) for speed, e.g. 4096x256,8192x4096.",
-        rich_help_panel=SPEED,
-    ),
-]
-Budget = Annotated[
-    float,
-    typer.Option(
-        "--budget",
-        min=0.01,
-        help="Seconds of timing per shape and pass, at most (after 10 rounds).",
         rich_help_panel=SPEED,
     ),
 ]
@@ -151,15 +145,15 @@ def layernorm_compare_command(
     device: opt.Device = "auto",
     dtype: Dtype = "float32",
     shapes: Shapes = _DEFAULT_SHAPES,
-    budget: Budget = 4.0,
+    budget: opt.Budget = 4.0,
     all_backends: AllBackends = False,
     steps: Steps = _DEFAULT.steps,
     batch: TrainBatch = _DEFAULT.batch,
-    seq_len: TrainSeqLen = _DEFAULT.seq_len,
-    d_model: TrainDModel = _DEFAULT.d_model,
-    heads: TrainHeads = _DEFAULT.n_heads,
-    layers: TrainLayers = _DEFAULT.n_layers,
-    mlp: TrainMlp = _DEFAULT.d_mlp,
+    seq_len: TrainSeqLen = _DEFAULT.model.max_seq_len,
+    d_model: TrainDModel = _DEFAULT.model.d_model,
+    heads: TrainHeads = _DEFAULT.model.n_heads,
+    layers: TrainLayers = _DEFAULT.model.n_layers,
+    mlp: TrainMlp = _DEFAULT.model.d_mlp,
     lr: Lr = _DEFAULT.lr,
     seed: Seed = _DEFAULT.seed,
     norms: Norms = _DEFAULT_NORMS,
@@ -170,14 +164,13 @@ def layernorm_compare_command(
 ) -> None:
     torch_device, torch_dtype = resolve_device(device), resolve_dtype(dtype)
     grid = parse_shapes(shapes)
+    model = _DEFAULT.model.replace(
+        max_seq_len=seq_len, d_model=d_model, n_heads=heads, n_layers=layers, d_mlp=mlp
+    )
     settings = TrainingSettings(
+        model=model,
         steps=steps,
         batch=batch,
-        seq_len=seq_len,
-        d_model=d_model,
-        n_heads=heads,
-        n_layers=layers,
-        d_mlp=mlp,
         lr=lr,
         seed=seed,
         eval_every=max(1, steps // 6),
@@ -187,7 +180,8 @@ def layernorm_compare_command(
     if train:
         corpus = text_corpus(data) if data is not None else stdlib_corpus()
     speed_backends = available_backends(torch_device) if all_backends else None
-    with progress_bar() as progress:
+    out = Output(json)
+    with out.progress() as progress:
         report = run_layernorm_study(
             torch_device,
             torch_dtype,
@@ -203,29 +197,21 @@ def layernorm_compare_command(
             progress=progress,
         )
     plots = [] if no_plot else save_layernorm_plots(report, plots_dir)
-    if json:
-        print_json({**report.to_dict(), "plots": [str(p) for p in plots]})
-        return
-    _show(report)
     for path in plots:
-        note(f"plot written to {path}")
-
-
-def _show(report: LayerNormReport) -> None:
-    if report.numerics is not None:
-        show(numerics_table(report.numerics), "")
+        out.note(f"plot written to {path}")
     if report.speed is not None:
-        show(speed_table(report.speed), "")
-        _timing_warnings(report.speed.warnings)
+        out.warn_all(cautions_text(report.speed.cautions, torch.get_num_threads()), shown=3)
+    out.finish({**report.to_dict(), "plots": [str(p) for p in plots]}, *_renderables(report))
+
+
+def _renderables(report: LayerNormReport) -> list[RenderableType]:
+    out: list[RenderableType] = []
+    if report.numerics is not None:
+        out += [numerics_table(report.numerics), ""]
+    if report.speed is not None:
+        out += [speed_table(report.speed), ""]
     if report.memory is not None:
-        show(memory_table(report.memory), "")
+        out += [memory_table(report.memory), ""]
     if report.training is not None:
-        show(training_table(report.training), "", training_cost_table(report.training))
-
-
-def _timing_warnings(warnings: list[str], shown: int = 3) -> None:
-    """The first few timing warnings on stderr, and how many more --json lists."""
-    for warning in warnings[:shown]:
-        note(f"warning: {warning}")
-    if len(warnings) > shown:
-        note(f"warning: {len(warnings) - shown} more timing warnings (noisy machine?); --json lists them all")
+        out += [training_table(report.training), "", training_cost_table(report.training)]
+    return out

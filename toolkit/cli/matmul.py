@@ -13,11 +13,12 @@ import typer
 
 from toolkit.cli import options as opt
 from toolkit.cli.app import app
-from toolkit.cli.output import note, print_json, progress_bar, show
+from toolkit.cli.output import Output
 from toolkit.errors import InputError
-from toolkit.matmul.distributed import in_torchrun, run_follower, torchrun_rank
+from toolkit.matmul.distributed import in_torchrun, torchrun_rank
 from toolkit.matmul.pool import available_cores
 from toolkit.matmul.signals import Terminated, interruptible
+from toolkit.matmul.torchrun import run_follower
 from toolkit.plots.matmul import DEFAULT_PATH, save_scaling_plot
 from toolkit.studies.matmul import MatmulSettings, load_inputs, make_inputs, run_matmul
 from toolkit.tables.matmul import setup_table, speedup_table, timing_table, verification_table
@@ -215,21 +216,20 @@ def matmul_command(
         device=device,
         check_freivalds=check == "freivalds",
     )
+    out = Output(json)
     try:
         with interruptible():
             a, b = _inputs(a_path, b_path, size, n, k, m, dtype, seed, kernel)
             settings = replace(settings, inputs=_describe_inputs(a_path, b_path, seed))
-            with progress_bar() as progress:
+            with out.progress() as progress:
                 result = run_matmul(a, b, settings, progress)
     except KeyboardInterrupt:
         _exit_now(130, "interrupted")
     except Terminated as exc:
         _exit_now(exc.exit_code, str(exc))
     if len(result.runs) > 1:
-        note(f"scaling plot: {save_scaling_plot(result, plot)}")
-    if json:
-        print_json(result.to_dict())
-    else:
-        show(setup_table(result), timing_table(result), speedup_table(result), verification_table(result))
+        out.note(f"scaling plot: {save_scaling_plot(result, plot)}")
+    tables = (setup_table(result), timing_table(result), speedup_table(result), verification_table(result))
+    out.finish(result.to_dict(), *tables)
     if not result.correct:
         raise SystemExit(1)  # a wrong product must not look like success to a script

@@ -68,6 +68,93 @@ ModelWeights = Annotated[
 NoPlot = Annotated[bool, typer.Option("--no-plot", help="Do not write plots.")]
 Json = Annotated[bool, typer.Option("--json", help="Print the result as one JSON object instead of tables.")]
 
+TIMING = "Timing"
+Budget = Annotated[
+    float,
+    typer.Option(
+        "--budget",
+        min=0.01,
+        help="Seconds of timing, at most: per swept value (latency), per shape and pass "
+        "(layernorm-compare), for the whole interleaved run (ablate). At least 10 rounds are timed.",
+        rich_help_panel=TIMING,
+    ),
+]
+
+# Reading checkpoints (load-weights, ablate)
+CHECKPOINT = "Checkpoint"
+Weights = Annotated[
+    Path | None,
+    typer.Option(
+        "--weights",
+        help="Checkpoint (.safetensors, .pt, .pth) in the supplied format, or a toolkit export. "
+        "Default: the shipped weights/reference_model.safetensors, looked up in ./weights, then in the "
+        "source tree the package was installed from.",
+        rich_help_panel=CHECKPOINT,
+    ),
+]
+Examples = Annotated[
+    Path | None,
+    typer.Option(
+        "--examples",
+        help="Reference outputs: .safetensors with input_ids_<i> / logits_<i>, or a .pt list of "
+        "{'input_ids': [S], 'logits': [S, V]}. Default: the shipped examples when --weights is not given.",
+        rich_help_panel=CHECKPOINT,
+    ),
+]
+Mapping = Annotated[
+    Path | None,
+    typer.Option(
+        "--mapping",
+        help="JSON key mapping: foreign key -> toolkit parameter, and the transform (see "
+        "weights/keys_mapping.json). Default: the built-in mapping of the supplied format.",
+        rich_help_panel=CHECKPOINT,
+    ),
+]
+HeadsSearch = Annotated[
+    int | None,
+    typer.Option(
+        "--heads",
+        min=1,
+        help="Attention heads (in no tensor shape). Default: a toolkit export's own; else every divisor "
+        "of d_model is tried against the examples; else 2.",
+        rich_help_panel=CHECKPOINT,
+    ),
+]
+Atol = Annotated[
+    float,
+    typer.Option(
+        "--atol",
+        min=0.0,
+        help="Largest |logit difference| that still counts as reproduced (float32).",
+        rich_help_panel=CHECKPOINT,
+    ),
+]
+
+FLAGS = {
+    "backend": "--backend",
+    "budget_s": "--budget",
+    "compile": "--compile",
+    "data": "--data",
+    "device": "--device",
+    "dtype": "--dtype",
+    "examples": "--examples",
+    "gelu": "--gelu",
+    "kernel": "--kernel",
+    "mapping": "--mapping",
+    "max_seq_len": "--max-seq-len",
+    "n_heads": "--heads",
+    "norm": "--norm",
+    "repeat": "--repeat",
+    "residual": "--residual",
+    "seq_len": "--seq-len",
+    "threads": "--threads",
+    "values": "--values",
+    "vary": "--vary",
+    "weights": "--weights",
+    "workers": "--workers",
+}
+"""The flag of each quantity that library messages name (``toolkit.errors.setting``)."""
+
 
 def model_config(
     config_file: Path | None = None,

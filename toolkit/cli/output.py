@@ -1,4 +1,10 @@
-"""The one output layer: Rich tables on stdout, or JSON for scripts, and a Rich progress bar."""
+"""The one output layer: a command's result as Rich tables on stdout or one JSON document, then its
+notes and warnings on stderr, and the Rich progress bar long studies drive.
+
+Every command builds one :class:`Output`, queues notes and warnings while it works, and ends with
+one call to :meth:`Output.finish`. Library text names the settings a user can change as quantities
+(:func:`toolkit.errors.setting`); here they become the command's flags.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +12,18 @@ import contextlib
 import json
 import math
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from rich.console import Console, RenderableType
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from toolkit.cli.options import FLAGS
+from toolkit.errors import name_settings
+from toolkit.progress import ProgressCallback, no_progress
+
 console = Console()
 err_console = Console(stderr=True)
-
-ProgressCallback = Callable[[int, int, str], None]
-"""``callback(done, total, description)``, called by long studies as they advance."""
 
 
 def _json_default(value: Any) -> Any:
@@ -43,35 +50,63 @@ def print_json(data: Any) -> None:
     sys.stdout.flush()
 
 
-def show(*renderables: RenderableType) -> None:
-    for renderable in renderables:
-        console.print(renderable)
+def flagged(text: str) -> str:
+    """Library text with each marked quantity named by its flag (``budget_s`` -> ``--budget``)."""
+    return name_settings(text, FLAGS)
 
 
-def note(message: str) -> None:
-    """A side remark (where a file was written, a warning): on stderr, so --json stays clean."""
-    err_console.print(message, highlight=False)
+class Output:
+    """One command's output: tables or JSON on stdout, then notes and warnings on stderr."""
 
+    def __init__(self, json: bool = False) -> None:
+        self.json = json
+        self._lines: list[str] = []
 
-@contextlib.contextmanager
-def progress_bar(enabled: bool = True) -> Iterator[ProgressCallback]:
-    """A Rich progress bar on stderr, driven by a study's progress callback."""
-    if not enabled:
-        yield lambda done, total, description: None
-        return
-    progress = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-        disable=not err_console.is_terminal,  # no bar (and no stray blank line) in pipes and CI logs
-    )
-    task = progress.add_task("starting", total=None)
+    def note(self, text: str) -> None:
+        """A side remark (a file written, what input was used), printed on stderr after the result."""
+        self._lines.append(flagged(text))
 
-    def update(done: int, total: int, description: str) -> None:
-        progress.update(task, completed=done, total=total, description=description)
+    def warn(self, text: str) -> None:
+        """A warning about the result (noisy timings, a busy machine), on stderr after the result."""
+        self._lines.append(f"warning: {flagged(text)}")
 
-    with progress:
-        yield update
+    def warn_all(self, texts: Iterable[str], shown: int | None = None) -> None:
+        """Each warning, or the first ``shown`` and a count of the rest (all of them are in --json)."""
+        texts = list(texts)
+        for text in texts if shown is None else texts[:shown]:
+            self.warn(text)
+        if shown is not None and len(texts) > shown:
+            self.warn(f"{len(texts) - shown} more timing warnings (noisy machine?); --json lists them all")
+
+    @contextlib.contextmanager
+    def progress(self) -> Iterator[ProgressCallback]:
+        """A Rich progress bar on stderr, driven by a study's progress callback (none in pipes)."""
+        if not err_console.is_terminal:
+            yield no_progress
+            return
+        bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err_console,
+            transient=True,
+        )
+        task = bar.add_task("starting", total=None)
+
+        def update(done: int, total: int, description: str) -> None:
+            bar.update(task, completed=done, total=total, description=description)
+
+        with bar:
+            yield update
+
+    def finish(self, data: Any, *renderables: RenderableType) -> None:
+        """Print the result (``data`` as JSON with --json, else the tables), then the notes."""
+        if self.json:
+            print_json(data)
+        else:
+            for renderable in renderables:
+                console.print(renderable)
+        for line in self._lines:
+            err_console.print(line, highlight=False, markup=False)
+        self._lines.clear()

@@ -8,11 +8,11 @@ import typer
 
 from toolkit.cli import options as opt
 from toolkit.cli.app import app
-from toolkit.cli.output import print_json, show
+from toolkit.cli.output import Output
 from toolkit.device import resolve_device, resolve_dtype
 from toolkit.errors import InputError
 from toolkit.studies.params import measure_params
-from toolkit.tables.params import bytes_table, components_table, memory_table
+from toolkit.tables.params import bytes_table, components_table, memory_table, summary_text
 
 
 @app.command("params", help="Model size: parameters per component, bytes per dtype, measured RAM.")
@@ -47,10 +47,7 @@ def params_command(
         from toolkit.studies.params import count_report
 
         report = count_report(config, dtype)
-    if json:
-        print_json(report.to_dict())
-        return
-    show(components_table(report), bytes_table(report))
+    tables = [components_table(report), bytes_table(report)]
     if report.memory is not None:
-        show(memory_table(report))
-    show(report.summary)
+        tables.append(memory_table(report))
+    Output(json).finish({**report.to_dict(), "summary": summary_text(report)}, *tables, summary_text(report))

@@ -10,7 +10,7 @@ Every rank holds only its blocks. Rank 0 has A and B and sends each rank the blo
 
 Gloo on CPUs, NCCL on GPUs. Two ways to run:
 
-- locally, ``--workers`` rank processes started here, meeting through a file in a temporary
+- locally, one rank process per worker, started here, meeting through a file in a temporary
   directory (no ports, no networking); rank 0 takes "run once" / "stop" commands from the parent
   through a pipe, so the parent can interleave its reference timings and kill every rank on Ctrl-C;
 - under ``torchrun`` (one process per rank, on one or many machines), where this process is a rank
@@ -33,11 +33,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from toolkit.errors import DeviceError, InputError, MatmulError, WorkerDiedError
+from toolkit.errors import DeviceError, InputError, MatmulError, WorkerDiedError, setting
 from toolkit.matmul import signals, worker
 from toolkit.matmul.kernels import KERNELS
 from toolkit.matmul.plans import BlockPlan, ProductTask, make_plan
-from toolkit.matmul.pool import available_cores, children_skip_main, prepare_context
+from toolkit.matmul.pool import children_skip_main, prepare_context
 from toolkit.matmul.shared import ArraySpec, attach
 
 if TYPE_CHECKING:
@@ -73,14 +73,19 @@ def check_device(device: str, world: int, kernel: str, dtype: str, local: bool) 
     import torch
 
     if not torch.cuda.is_available():
-        raise DeviceError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu")
+        raise DeviceError(
+            f"{setting('device')} cuda was asked for but no CUDA GPU is visible; use {setting('device')} cpu"
+        )
     if local and world > torch.cuda.device_count():
         raise DeviceError(
             f"NCCL needs one GPU per rank: {world} local ranks but {torch.cuda.device_count()} GPU(s); "
-            "lower --workers or use --device cpu"
+            f"lower {setting('workers')} or use {setting('device')} cpu"
         )
     if kernel == "naive":
-        raise InputError("--kernel naive is a Python loop and runs on CPUs only; use --kernel blas on GPUs")
+        raise InputError(
+            f"{setting('kernel')} naive is a Python loop and runs on CPUs only; "
+            f"use {setting('kernel')} blas on GPUs"
+        )
     if dtype == "int64":
         raise InputError("int64 matrix products are not supported on CUDA; use float32/float64 on GPUs")
 
@@ -202,7 +207,7 @@ class RankEngine:
         return dist
 
 
-def _rank_device(device: str, local_rank: int) -> torch.device:
+def rank_device(device: str, local_rank: int) -> torch.device:
     import torch
 
     if device == "cuda":
@@ -211,7 +216,7 @@ def _rank_device(device: str, local_rank: int) -> torch.device:
     return torch.device("cpu")
 
 
-def _limit_threads(threads: int) -> None:
+def limit_threads(threads: int) -> None:
     import torch
 
     torch.set_num_threads(threads)
@@ -255,7 +260,7 @@ def _local_rank_main(
     threading.Thread(
         target=worker.exit_when_orphaned, args=(parent_pid, os.getppid()), name="parent-watch", daemon=True
     ).start()
-    _limit_threads(threads)
+    limit_threads(threads)
     spec_a, spec_b, spec_c = specs
     n, k = spec_a.shape
     m = spec_b.shape[1]
@@ -273,7 +278,7 @@ def _local_rank_main(
             make_plan(split, n, k, m, world),
             kernel,
             np.dtype(spec_a.dtype).name,
-            _rank_device(device, rank),
+            rank_device(device, rank),
         )
         if rank == 0:
             assert connection is not None
@@ -409,102 +414,3 @@ class LocalGroup:
         if self._directory is not None:
             shutil.rmtree(self._directory, ignore_errors=True)
             self._directory = None
-
-
-# --------------------------------------------------------------------------------------------------
-# Under torchrun: this process is a rank
-
-
-def init_torchrun(device: str) -> tuple[int, int, int, torch.device]:
-    """Join torchrun's group: (rank, world, local world, device)."""
-    import torch.distributed as dist
-
-    rank, world, local_world = torchrun_rank()
-    local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    torch_device = _rank_device(device, local_rank)
-    if not dist.is_initialized():
-        dist.init_process_group(backend_for(device), init_method="env://", timeout=COLLECTIVE_TIMEOUT)
-    return rank, world, local_world, torch_device
-
-
-def share_header(
-    rank: int, device: torch.device, shape: tuple[int, int, int] | None, dtype: str | None
-) -> tuple[int, int, int, str]:
-    """Rank 0 tells every rank n, k, m and the dtype (only rank 0 has the inputs)."""
-    import torch
-    import torch.distributed as dist
-
-    header = torch.zeros(4, dtype=torch.int64, device=device)
-    if rank == 0:
-        assert shape is not None
-        assert dtype is not None
-        header.copy_(torch.tensor([*shape, DTYPE_CODES[dtype]]))
-    dist.broadcast(header, src=0)
-    n, k, m, code = (int(value) for value in header.tolist())
-    return n, k, m, {value: key for key, value in DTYPE_CODES.items()}[code]
-
-
-def run_follower(split: str, kernel: str, device: str) -> None:
-    """A torchrun rank other than 0: get the header and the blocks, run until rank 0 says stop."""
-    import torch.distributed as dist
-
-    rank, world, local_world, torch_device = init_torchrun(device)
-    from toolkit.matmul.pool import available_cores
-
-    _limit_threads(max(1, available_cores() // local_world))
-    try:
-        n, k, m, dtype = share_header(rank, torch_device, None, None)
-        engine = RankEngine(rank, world, make_plan(split, n, k, m, world), kernel, dtype, torch_device)
-        engine.scatter(None, None)
-        serve(engine, lambda: STOP, lambda seconds: None)
-    finally:
-        dist.destroy_process_group()
-
-
-class TorchrunLeader:
-    """Rank 0 under torchrun, driven by the study like :class:`LocalGroup` (this process is the rank)."""
-
-    def __init__(
-        self, a: np.ndarray, b: np.ndarray, c: np.ndarray, split: str, kernel: str, device: str
-    ) -> None:
-        self.a, self.b, self.c, self.split, self.kernel, self.device = a, b, c, split, kernel, device
-        self.engine: RankEngine | None = None
-        self.world = 0
-        self.threads = 1
-
-    def __enter__(self) -> TorchrunLeader:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        import torch.distributed as dist
-
-        try:
-            if self.engine is not None:  # release the followers, also after an error here
-                serve(self.engine, lambda: STOP, lambda seconds: None)
-        finally:
-            if dist.is_initialized():
-                dist.destroy_process_group()
-
-    def start(self) -> tuple[float, float]:
-        begin = time.perf_counter()
-        rank, world, local_world, torch_device = init_torchrun(self.device)
-        self.world, self.threads = world, max(1, available_cores() // local_world)
-        _limit_threads(self.threads)
-        n, k = self.a.shape
-        m = self.b.shape[1]
-        share_header(rank, torch_device, (n, k, m), self.a.dtype.name)
-        self.engine = RankEngine(
-            rank, world, make_plan(self.split, n, k, m, world), self.kernel, self.a.dtype.name, torch_device
-        )
-        start_s = time.perf_counter() - begin
-        return start_s, self.engine.scatter(self.a, self.b)
-
-    def run_once(self) -> float:
-        """Tell the followers to run once, run this rank's part, and put C where the study reads it."""
-        assert self.engine is not None
-        engine = self.engine
-        command = engine.torch.full((1,), RUN, dtype=engine.torch.int64, device=engine.device)
-        engine._dist().broadcast(command, src=0)
-        elapsed = engine.run_once()
-        self.c[...] = engine.result()
-        return elapsed

@@ -2,7 +2,7 @@
 
 The naive loop is the plain, non-parallel reference that verification trusts when it is affordable
 (Python's integers are exact, its floats are IEEE doubles summed left to right), and the
-``--kernel naive`` workload that shows the parallel speed-up of the algorithm itself, without BLAS.
+naive-kernel workload that shows the parallel speed-up of the algorithm itself, without BLAS.
 """
 
 from __future__ import annotations

@@ -195,7 +195,7 @@ class MatmulPool:
         who = "; ".join(dead) if dead else "a worker process died"
         return WorkerDiedError(
             f"matmul worker died ({who}): the product cannot finish and no result is reported; "
-            "if it was out of memory, use smaller matrices or fewer --workers"
+            "if it was out of memory, use smaller matrices or fewer {setting('workers')}"
         )
 
     def close(self) -> None:

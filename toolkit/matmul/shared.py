@@ -113,8 +113,9 @@ def _check_space(nbytes: int, what: str) -> None:
     if free is not None and nbytes > free:
         raise MatmulError(
             f"{what} needs {nbytes / 2**20:,.0f} MiB of shared memory but {SHM_DIR} has "
-            f"{free / 2**20:,.0f} MiB free; use smaller matrices or fewer workers for --split k/recursive, "
-            "or enlarge /dev/shm (e.g. docker run --shm-size)"
+            f"{free / 2**20:,.0f} MiB free; use smaller matrices or fewer workers for the k and "
+            "recursive splits, "
+            "or enlarge /dev/shm (e.g. the shm-size setting of docker run)"
         )
 
 

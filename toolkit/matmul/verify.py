@@ -113,7 +113,7 @@ def check_representable(a: np.ndarray, b: np.ndarray) -> None:
         )
     raise InputError(
         f"the int64 product could overflow: max_ij Σ_k |A_ik·B_kj| ≈ {worst:.3g} > 2^63-1 ≈ 9.22e18 "
-        "(NumPy would wrap around silently); use smaller values, or --dtype float64"
+        "(NumPy would wrap around silently); use smaller values, or {setting('dtype')} float64"
     )
 
 

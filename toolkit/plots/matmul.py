@@ -1,4 +1,4 @@
-"""The scaling picture of ``toolkit matmul --sweep-workers``: speed-up against the number of workers."""
+"""The scaling picture of ``toolkit matmul`` over several worker counts: speed-up against workers."""
 
 from __future__ import annotations
 

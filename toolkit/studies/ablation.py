@@ -21,9 +21,12 @@ import pandas as pd
 import torch
 
 from toolkit.config import GELU_VARIANTS, NORM_VARIANTS, RESIDUAL_VARIANTS, ModelConfig
-from toolkit.errors import ConfigError, InputError
+from toolkit.errors import ConfigError, InputError, setting
 from toolkit.model import Transformer, make_norm
-from toolkit.timing import Comparison, ProgressCallback, TimingContext, aa_name, compare
+from toolkit.progress import ProgressCallback
+from toolkit.timing.engine import compare
+from toolkit.timing.machine import capture_context
+from toolkit.timing.stats import Caution, Comparison
 
 CLASSIC_EPS = 1e-4
 """The eps of the classic study (SPEC.md: LayerNorm eps 1e-5 -> 1e-4)."""
@@ -86,7 +89,7 @@ def select_variants(
 ) -> list[Variant]:
     """The variants the flags ask for, in a fixed order; no flag at all means the classic suite.
 
-    A change that would leave ``base`` as it is (``--eps`` equal to the base eps, ``--gelu none`` on an
+    A change that would leave ``base`` as it is (an eps equal to the base eps, gelu "none" on an
     exact-GELU model, ...) is refused: its "ablation" would compare the model with itself.
     """
     variants: list[Variant] = []
@@ -95,13 +98,13 @@ def select_variants(
     if no_scale:
         variants.append(no_scale_variant())
     if gelu is not None:
-        _check_choice("--gelu", gelu, GELU_VARIANTS)
+        _check_choice("gelu", gelu, GELU_VARIANTS)
         variants.append(gelu_variant(gelu))
     for residual in dict.fromkeys(residuals):  # keeps order, drops repeats
-        _check_choice("--residual", residual, RESIDUAL_VARIANTS)
+        _check_choice("residual", residual, RESIDUAL_VARIANTS)
         variants.append(residual_variant(residual))
     if norm is not None:
-        _check_choice("--norm", norm, NORM_VARIANTS)
+        _check_choice("norm", norm, NORM_VARIANTS)
         variants.append(norm_variant(norm))
     if not variants:
         variants = classic_variants()
@@ -135,7 +138,7 @@ def _norm_parameter_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
 
 def _check_choice(flag: str, value: str, valid: tuple[str, ...]) -> None:
     if value not in valid:
-        raise ConfigError(f"unknown {flag} value {value!r}; valid values: {', '.join(valid)}")
+        raise ConfigError(f"unknown {setting(flag)} value {value!r}; valid values: {', '.join(valid)}")
 
 
 def variant_model(base_model: Transformer, variant: Variant) -> Transformer:
@@ -312,25 +315,13 @@ class LatencyStudy:
     max_rel_iqr: float  # the widest arm's IQR / median
     max_rel_ci: float  # the widest arm's 95% CI half-width / median
     max_page_faults_per_call: float
-    warnings: list[str]  # the timing engine's, per arm and for the run
+    cautions: tuple[Caution, ...]  # the timing engine's, per arm and for the run
     arm_names: tuple[str, ...] = ()  # the variants' arms (besides the baseline and its A/A control)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @property
-    def summary_warnings(self) -> list[str]:
-        """The run's warnings, with the per-arm spread warnings folded into one line."""
-        arms = (BASELINE, aa_name(BASELINE), *self.arm_names)
-        run_level = [w for w in self.warnings if not w.startswith(tuple(f"{arm}: " for arm in arms))]
-        if self.max_rel_ci > self.target_rel_ci:
-            run_level.insert(
-                0,
-                f"timings are noisy: IQR up to {self.max_rel_iqr:.0%} of the median, medians' 95% CIs up to "
-                f"±{self.max_rel_ci:.1%} (target ±{self.target_rel_ci:.0%}) after {self.rounds} rounds; "
-                "raise --budget or time on an idle machine for a tighter estimate",
-            )
-        return run_level
+        data = asdict(self)
+        del data["cautions"]
+        return {**data, "warnings": [c.to_dict() for c in self.cautions]}
 
 
 def measure_latency_changes(
@@ -354,7 +345,7 @@ def measure_latency_changes(
     if not 1 <= seq_len <= config.max_seq_len:
         raise InputError(
             f"timing sequence length {seq_len} must lie in [1, {config.max_seq_len}] (max_seq_len of the "
-            "checkpoint); lower --seq-len"
+            f"checkpoint); lower {setting('seq_len')}"
         )
     if batch < 1:
         raise InputError(f"timing batch must be at least 1, got {batch}")
@@ -369,7 +360,7 @@ def measure_latency_changes(
     fns: dict[str, Callable[[], object]] = {
         name: functools.partial(model, ids) for name, model in models.items()
     }
-    context = TimingContext.capture(device, dtype, batch=batch, seq_len=seq_len, workload="forward pass")
+    context = capture_context(device, dtype, batch=batch, seq_len=seq_len, workload="forward pass")
     comparison = compare(
         fns,
         baseline=BASELINE,
@@ -395,7 +386,7 @@ def measure_latency_changes(
         max_rel_iqr=max(m.rel_iqr for m in comparison.measurements.values()),
         max_rel_ci=max(m.rel_ci for m in comparison.measurements.values()),
         max_page_faults_per_call=max(m.page_faults_per_call for m in comparison.measurements.values()),
-        warnings=list(comparison.warnings),
+        cautions=tuple(comparison.cautions()),
         arm_names=tuple(variant.name for variant in variants),
     )
     return [LatencyChange.from_comparison(comparison, variant.name) for variant in variants], study
@@ -409,7 +400,6 @@ class AblationRow:
     config_changes: dict[str, Any]
     output: OutputChange
     latency: LatencyChange | None
-    verdict: str
     noise_floor_pct: float | None = None  # the latency run's A/A noise floor
 
     def to_dict(self) -> dict[str, Any]:
@@ -429,7 +419,6 @@ class AblationRow:
             "n_logits": output.n_logits,
             "latency": asdict(self.latency) if self.latency is not None else None,
             "latency_noise_floor_pct": self.noise_floor_pct,
-            "verdict": self.verdict,
         }
 
 
@@ -445,7 +434,7 @@ class AblationResult:
     latency: LatencyStudy | None
 
     def to_dict(self) -> list[dict[str, Any]]:
-        """The ``--json`` document: one dict per variant (the issue's keys plus a few more)."""
+        """One dict per variant: the output change, the latency change and the run's noise floor."""
         return [row.to_dict() for row in self.rows]
 
     def to_frame(self) -> pd.DataFrame:
@@ -492,7 +481,6 @@ def run_ablation(
             config_changes=dict(variant.changes),
             output=change,
             latency=latency,
-            verdict=verdict(change, latency, study.noise_floor_pct if study is not None else None),
             noise_floor_pct=study.noise_floor_pct if study is not None else None,
         )
         for variant, change, latency in zip(variants, changes, latencies, strict=True)
@@ -505,34 +493,3 @@ def run_ablation(
         output_dtype=str(torch.float64).removeprefix("torch."),
         latency=study,
     )
-
-
-def verdict(output: OutputChange, latency: LatencyChange | None, noise_floor_pct: float | None) -> str:
-    """A plain-language sentence for one row."""
-    text = f"moves logits by {_pct(100.0 * output.rmse_over_base_std)} of their spread"
-    if output.top1_agreement < 100.0:
-        text += f", changes the top-1 token at {_pct(100.0 - output.top1_agreement)} of positions"
-    else:
-        text += ", top-1 token unchanged"
-    if latency is None:
-        return text
-    if latency.significant:
-        direction = "slower" if latency.diff_pct > 0 else "faster"
-        text += (
-            f"; {abs(latency.diff_pct):.1f}% {direction} "
-            f"(95% CI {latency.ci_low_pct:+.1f}%..{latency.ci_high_pct:+.1f}%)"
-        )
-    else:
-        floor = f" (±{noise_floor_pct:.1f}%)" if noise_floor_pct is not None else ""
-        text += f"; no latency change beyond noise{floor}"
-    return text
-
-
-def _pct(value: float) -> str:
-    if value == 0:
-        return "0%"
-    if abs(value) < 0.01:
-        return f"{value:.1e}%"
-    if abs(value) < 10:
-        return f"{value:.2f}%"
-    return f"{value:.0f}%"

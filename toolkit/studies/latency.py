@@ -13,29 +13,22 @@ import contextlib
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 
 from toolkit.config import ModelConfig
 from toolkit.device import synchronize
-from toolkit.errors import ConfigError, SweepError
-from toolkit.flops import FLOP_CONVENTION, forward_flops
+from toolkit.errors import ConfigError, SweepError, setting
+from toolkit.flops import FLOP_CONVENTION, forward_flops, matmul_operands
 from toolkit.model import Transformer
-from toolkit.timing import (
-    WIDE_IQR,
-    Measurement,
-    TimingContext,
-    busy_warning,
-    compare,
-    describe_stop,
-    matmul_operands,
-)
-
-ProgressCallback = Callable[[int, int, str], None]
+from toolkit.progress import ProgressCallback, no_progress
+from toolkit.studies.trends import Influence, Trend, fit_trend, influence_of
+from toolkit.timing.engine import compare
+from toolkit.timing.machine import capture_context
+from toolkit.timing.stats import Caution, Measurement, TimingContext, busy_cautions
 
 VARY_CHOICES = ("seq-len", "vocab", "d-model", "heads", "layers", "mlp", "batch")
 
@@ -105,17 +98,7 @@ class LatencyPoint:
             "n_heads": self.config.n_heads,
             "n_layers": self.config.n_layers,
             "d_mlp": self.config.d_mlp,
-            "median_ms": m.median_ms,
-            "iqr_ms": m.iqr_ms,
-            "q25_ms": m.q25_ms,
-            "q75_ms": m.q75_ms,
-            "min_ms": m.min_ms,
-            "ci_low_ms": m.ci_low_ms,
-            "ci_high_ms": m.ci_high_ms,
-            "rel_ci": m.rel_ci,
-            "n_samples": m.n_samples,
-            "stop_reason": m.stop_reason,
-            "page_faults_per_call": m.page_faults_per_call,
+            **m.statistics(),
             "tokens_per_s": self.tokens_per_s,
             "flops": self.flops,
             "gflops": self.gflops,
@@ -123,62 +106,8 @@ class LatencyPoint:
             "pct_of_matmul": 100.0 * self.gflops / self.matmul_gflops,
             "compile_s": self.compile_s,
             "others_cpu_share": m.others_cpu_share,
-            "warnings": list(m.warnings),
+            "warnings": [c.to_dict() for c in m.cautions(subject=f"value={self.value}")],
         }
-
-
-@dataclass
-class Trend:
-    """Least-squares fits of median latency (ms) against the swept value x."""
-
-    intercept_ms: float  # a in a + b·x
-    slope_ms: float  # b: ms per unit of x
-    r2_linear: float
-    exponent: float  # k in latency ∝ x^k (log-log fit)
-    r2_loglog: float
-    quadratic: tuple[float, float, float] | None = None  # (a, b, c) of a + b·x + c·x², seq-len only
-    r2_quadratic: float | None = None
-    quadratic_share: float | None = None  # c·x0² / latency(x0) at the default length x0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "intercept_ms": self.intercept_ms,
-            "slope_ms_per_unit": self.slope_ms,
-            "r2_linear": self.r2_linear,
-            "loglog_exponent": self.exponent,
-            "r2_loglog": self.r2_loglog,
-            "quadratic": list(self.quadratic) if self.quadratic is not None else None,
-            "r2_quadratic": self.r2_quadratic,
-            "quadratic_share_at_default": self.quadratic_share,
-        }
-
-
-def _r2(y: np.ndarray, fitted: np.ndarray) -> float:
-    total = float(np.sum((y - y.mean()) ** 2))
-    return 1.0 - float(np.sum((y - fitted) ** 2)) / total if total > 0 else math.nan
-
-
-def fit_trend(x: Sequence[float], y_ms: Sequence[float], quadratic_at: float | None = None) -> Trend:
-    """Fit a + b·x and the log-log exponent; with ``quadratic_at`` also a + b·x + c·x² and c's share there."""
-    xs, ys = np.asarray(x, dtype=np.float64), np.asarray(y_ms, dtype=np.float64)
-    if xs.size < 2:
-        return Trend(math.nan, math.nan, math.nan, math.nan, math.nan)
-    slope, intercept = np.polyfit(xs, ys, 1)
-    exponent, log_a = np.polyfit(np.log(xs), np.log(ys), 1)
-    trend = Trend(
-        intercept_ms=float(intercept),
-        slope_ms=float(slope),
-        r2_linear=_r2(ys, intercept + slope * xs),
-        exponent=float(exponent),
-        r2_loglog=_r2(np.log(ys), log_a + exponent * np.log(xs)),
-    )
-    if quadratic_at is not None and xs.size >= 3:
-        c, b, a = np.polyfit(xs, ys, 2)
-        trend.quadratic = (float(a), float(b), float(c))
-        trend.r2_quadratic = _r2(ys, a + b * xs + c * xs**2)
-        at = a + b * quadratic_at + c * quadratic_at**2
-        trend.quadratic_share = float(c * quadratic_at**2 / at) if at > 0 else math.nan
-    return trend
 
 
 @dataclass
@@ -202,7 +131,7 @@ class LatencyResult:
     rounds: int = 0
     stop_reason: str = ""
     elapsed_s: float = 0.0
-    warnings: list[str] = field(default_factory=list)
+    others_cpu_share: float = math.nan
 
     @property
     def unit(self) -> str:
@@ -238,45 +167,26 @@ class LatencyResult:
             "compiled": self.compiled,
             "budget_s_per_point": self.budget_s,
             "target_rel_ci": self.target_rel_ci,
-            "stop_rule": describe_stop("target", self.target_rel_ci) + ", or after the budget",
+            "stop_rule": {"target_rel_ci": self.target_rel_ci, "budget_s_per_point": self.budget_s},
             "stop_reason": self.stop_reason,
             "rounds": self.rounds,
             "interleaved": True,
             "elapsed_s": self.elapsed_s,
             "context": self.context.to_dict(),
-            "warnings": list(self.warnings),
+            "warnings": [c.to_dict() for c in self.cautions()],
         }
 
-
-@dataclass
-class Influence:
-    """How much one parameter matters around the default config (from its sweep's linear fit)."""
-
-    vary: str
-    default_value: int
-    slope_ms: float  # ms per unit at the default value
-    default_ms: float  # the fit's latency at the default value
-    share: float  # (T(default) - T(0)) / T(default): the part of the latency this parameter drives
-    exponent: float
-    r2: float
-    fit: str  # "linear", or "quadratic" for seq-len
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "vary": self.vary,
-            "default_value": self.default_value,
-            "slope_ms_per_unit": self.slope_ms,
-            "default_ms": self.default_ms,
-            "share_of_default_latency": self.share,
-            "loglog_exponent": self.exponent,
-            "fit": self.fit,
-            "r2": self.r2,
-        }
+    def cautions(self) -> list[Caution]:
+        """Every swept value's spread and CI cautions (subject ``vary=value``), and a busy machine."""
+        point_cautions = [
+            c for p in self.points for c in p.measurement.cautions(subject=f"{self.vary}={p.value}")
+        ]
+        return point_cautions + busy_cautions(self.others_cpu_share)
 
 
 @dataclass
 class LatencyReport:
-    """Every sweep (``--vary all``) and a summary of which parameters matter."""
+    """Every sweep (every parameter of VARY_CHOICES) and a summary of which parameters matter."""
 
     sweeps: list[LatencyResult]
     influences: list[Influence]
@@ -294,21 +204,6 @@ class LatencyReport:
         }
 
 
-def parse_values(text: str) -> list[int]:
-    """``"1,2,4,8"`` -> [1, 2, 4, 8]; positive integers only, at least two, no repeats."""
-    try:
-        values = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise SweepError(f"--values must be comma-separated integers such as 1,2,4,8, got {text!r}") from None
-    if len(values) < 2:
-        raise SweepError(f"--values needs at least two values to show a trend, got {text!r}")
-    if min(values) < 1:
-        raise SweepError(f"--values must all be at least 1, got {text!r}")
-    if len(set(values)) != len(values):
-        raise SweepError(f"--values has repeats: {text!r}")
-    return sorted(values)
-
-
 def default_value(vary: str, config: ModelConfig, batch: int, seq_len: int) -> int:
     """The swept parameter's value in the fixed config."""
     if vary == "seq-len":
@@ -323,21 +218,22 @@ def sweep_configs(
 ) -> list[tuple[ModelConfig, int, int]]:
     """(config, batch, seq_len) for every value; refuses values the model cannot take, with the fix."""
     if vary not in VARY_CHOICES:
-        raise SweepError(f"unknown --vary {vary!r}; valid values: {', '.join(VARY_CHOICES)}, all")
+        raise SweepError(f"unknown {setting('vary')} {vary!r}; valid values: {', '.join(VARY_CHOICES)}, all")
     if vary == "heads":
         bad = [h for h in values if config.d_model % h]
         if bad:
             divisors = [h for h in range(1, config.d_model + 1) if config.d_model % h == 0]
             raise SweepError(
-                f"--values {','.join(map(str, bad))} do not divide d_model={config.d_model} (head size "
-                f"= d_model / heads); use divisors of d_model: {', '.join(map(str, divisors[:16]))}"
+                f"{setting('values')} {','.join(map(str, bad))} do not divide d_model={config.d_model} "
+                "(head size = d_model / heads); use divisors of d_model: "
+                f"{', '.join(map(str, divisors[:16]))}"
             )
     if vary == "d-model":
         bad = [d for d in values if d % config.n_heads]
         if bad:
             raise SweepError(
-                f"--values {','.join(map(str, bad))} are not multiples of heads={config.n_heads}; "
-                f"use multiples of {config.n_heads} or change --heads"
+                f"{setting('values')} {','.join(map(str, bad))} are not multiples of heads={config.n_heads}; "
+                f"use multiples of {config.n_heads} or change {setting('n_heads')}"
             )
     out = []
     for value in values:
@@ -349,7 +245,7 @@ def sweep_configs(
             try:
                 out.append((config.replace(**{_CONFIG_FIELD[vary]: value}), batch, seq_len))
             except ConfigError as exc:
-                raise SweepError(f"--vary {vary} value {value}: {exc}") from None
+                raise SweepError(f"{setting('vary')} {vary} value {value}: {exc}") from None
     return out
 
 
@@ -400,7 +296,7 @@ def build_forward(
         except Exception as exc:  # inductor needs a working C++ compiler (CPU) or Triton (CUDA)
             first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise SweepError(
-                f"torch.compile failed on {device.type}: {first_line}; run without --compile"
+                f"torch.compile failed on {device.type}: {first_line}; run without {setting('compile')}"
             ) from None
         compile_s = time.perf_counter() - start
     return (lambda: forward(ids)), compile_s
@@ -431,10 +327,13 @@ def measure_latency_sweep(
     """
     S = config.max_seq_len if seq_len is None else seq_len
     if vary != "seq-len" and config.max_seq_len < S:
-        raise SweepError(f"--seq-len {S} exceeds max_seq_len={config.max_seq_len}; raise --max-seq-len")
+        raise SweepError(
+            f"{setting('seq_len')} {S} exceeds max_seq_len={config.max_seq_len}; "
+            f"raise {setting('max_seq_len')}"
+        )
     chosen = list(values) if values is not None else list(DEFAULT_VALUES.get(vary, ()))
     points_configs = sweep_configs(vary, chosen, config, batch, S)
-    report = progress or (lambda done, total, description: None)
+    report = progress or no_progress
     start = time.perf_counter()
     arms: dict[str, Callable[[], object]] = {}
     compile_times: list[float | None] = []
@@ -449,7 +348,7 @@ def measure_latency_sweep(
         a, b = matmul_operands(device, dtype, matmul_size)
         product = torch.empty_like(a)
         arms[MATMUL_ARM] = lambda: torch.mm(a, b, out=product)
-        context = TimingContext.capture(device, dtype, batch=batch, seq_len=S, compiled=compile)
+        context = capture_context(device, dtype, batch=batch, seq_len=S, compiled=compile)
         comparison = compare(
             arms,
             baseline=MATMUL_ARM,
@@ -501,55 +400,13 @@ def measure_latency_sweep(
         rounds=comparison.rounds,
         stop_reason=comparison.stop_reason,
         elapsed_s=time.perf_counter() - start,
-        warnings=sweep_warnings(vary, points, target_rel_ci, budget_s, comparison.others_cpu_share),
+        others_cpu_share=comparison.others_cpu_share,
     )
-
-
-def sweep_warnings(
-    vary: str, points: Sequence[LatencyPoint], target_rel_ci: float, budget_s: float, others_share: float
-) -> list[str]:
-    """The per-point warnings of a sweep, condensed: which values missed the target, how busy it was."""
-    out = []
-    missed = [f"{vary}={p.value}" for p in points if p.measurement.rel_ci > target_rel_ci]
-    if missed:
-        out.append(
-            f"{len(missed)} of {len(points)} values missed the ±{target_rel_ci:.1%} CI target within "
-            f"{budget_s:g} s per value ({', '.join(missed)}); raise --budget for tighter estimates"
-        )
-    wide = [f"{vary}={p.value}" for p in points if p.measurement.rel_iqr > WIDE_IQR]
-    if wide:
-        out.append(f"calls varied a lot (IQR above {WIDE_IQR:.0%} of the median) at {', '.join(wide)}")
-    return out + busy_warning(others_share)
 
 
 def influence(result: LatencyResult) -> Influence:
-    """How much the swept parameter drives the default config's latency, from the sweep's fit.
-
-    The fit T(x) is linear, or quadratic for sequence length. The share is (T(x0) - T(0)) / T(x0) at
-    the default x0: the part of the latency that would go if the parameter went to zero; the slope
-    is dT/dx at x0 in ms per unit.
-    """
-    x0 = float(result.default_value)
-    trend = result.trend
-    if trend.quadratic is not None:
-        a, b, c = trend.quadratic
-        slope, intercept = b + 2.0 * c * x0, a
-        at_default = a + b * x0 + c * x0**2
-        r2 = trend.r2_quadratic if trend.r2_quadratic is not None else math.nan
-    else:
-        slope, intercept = trend.slope_ms, trend.intercept_ms
-        at_default = intercept + slope * x0
-        r2 = trend.r2_linear
-    return Influence(
-        vary=result.vary,
-        default_value=result.default_value,
-        slope_ms=slope,
-        default_ms=at_default,
-        share=(at_default - intercept) / at_default if at_default > 0 else math.nan,
-        exponent=trend.exponent,
-        r2=r2,
-        fit="quadratic" if trend.quadratic is not None else "linear",
-    )
+    """How much the swept parameter drives the default config's latency, from the sweep's fit."""
+    return influence_of(result.vary, result.default_value, result.trend)
 
 
 def measure_latency_all(
@@ -566,7 +423,7 @@ def measure_latency_all(
     progress: ProgressCallback | None = None,
 ) -> LatencyReport:
     """Every sweep of VARY_CHOICES with its default values, and the summary of what matters."""
-    report = progress or (lambda done, total, description: None)
+    report = progress or no_progress
     sweeps: list[LatencyResult] = []
     for index, vary in enumerate(VARY_CHOICES):
 

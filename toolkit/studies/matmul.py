@@ -15,7 +15,6 @@ Starting the workers and copying the inputs into shared memory are reported apar
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -25,20 +24,14 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from toolkit.errors import InputError
+from toolkit.errors import InputError, setting
 from toolkit.matmul import worker
-from toolkit.matmul.distributed import (
-    LocalGroup,
-    TorchrunLeader,
-    backend_for,
-    check_device,
-    in_torchrun,
-    torchrun_rank,
-)
+from toolkit.matmul.distributed import LocalGroup, backend_for, check_device, in_torchrun, torchrun_rank
 from toolkit.matmul.kernels import NAIVE_REFERENCE_MAX_MULTIPLY_ADDS
 from toolkit.matmul.plans import SPLITS, make_plan
 from toolkit.matmul.pool import START_METHOD, MatmulPool, available_cores, blas_threads_per_worker
 from toolkit.matmul.shared import Workspace
+from toolkit.matmul.torchrun import TorchrunLeader
 from toolkit.matmul.verify import (
     Verification,
     check_representable,
@@ -46,14 +39,14 @@ from toolkit.matmul.verify import (
     compare_to_bound,
     freivalds,
 )
+from toolkit.progress import ProgressCallback, no_progress
+from toolkit.timing.stats import Measurement
 
 DTYPES = ("float64", "float32", "int64")
 KERNEL_NAMES = ("blas", "naive")
 BACKENDS = ("pool", "torch-distributed")
 Backend = Literal["pool", "torch-distributed"]
 INT_RANGE = 1000  # random int64 inputs are drawn from [-1000, 1000)
-
-ProgressCallback = Callable[[int, int, str], None]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -118,45 +111,13 @@ def load_inputs(path_a: Path, path_b: Path, dtype: str | None = None) -> tuple[n
     if a.dtype != b.dtype or a.dtype.name not in DTYPES:
         raise InputError(
             f"A is {a.dtype} and B is {b.dtype}: both must be one of {', '.join(DTYPES)} "
-            "(or pass --dtype to convert them)"
+            f"(or pass {setting('dtype')} to convert them)"
         )
     return a, b
 
 
 # --------------------------------------------------------------------------------------------------
 # Results
-
-
-@dataclass(frozen=True)
-class Timings:
-    """Raw samples in milliseconds, and their median and quartiles."""
-
-    samples_ms: tuple[float, ...]
-
-    @property
-    def median_ms(self) -> float:
-        return float(np.median(self.samples_ms)) if self.samples_ms else math.nan
-
-    @property
-    def q25_ms(self) -> float:
-        return float(np.quantile(self.samples_ms, 0.25)) if self.samples_ms else math.nan
-
-    @property
-    def q75_ms(self) -> float:
-        return float(np.quantile(self.samples_ms, 0.75)) if self.samples_ms else math.nan
-
-    @property
-    def iqr_ms(self) -> float:
-        return self.q75_ms - self.q25_ms
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "median_ms": self.median_ms,
-            "iqr_ms": self.iqr_ms,
-            "q25_ms": self.q25_ms,
-            "q75_ms": self.q75_ms,
-            "samples_ms": list(self.samples_ms),
-        }
 
 
 @dataclass(frozen=True)
@@ -169,9 +130,9 @@ class MatmulRun:
     plan: str
     start_ms: float  # starting the workers (pool) or the ranks and the process group
     scatter_ms: float | None  # torch-distributed: rank 0 sending every rank its blocks
-    parallel: Timings
-    numpy: Timings
-    serial: Timings
+    parallel: Measurement
+    numpy: Measurement
+    serial: Measurement
     verification: Verification
     multiply_adds: int
 
@@ -320,12 +281,13 @@ class MatmulSettings:
         if self.backend not in BACKENDS:
             raise InputError(f"unknown backend {self.backend!r}; valid: {', '.join(BACKENDS)}")
         if not self.workers or min(self.workers) < 1:
-            raise InputError(f"--workers must be at least 1, got {list(self.workers)}")
+            raise InputError(f"{setting('workers')} must be at least 1, got {list(self.workers)}")
         if self.repeat < 1:
-            raise InputError(f"--repeat must be at least 1, got {self.repeat}")
+            raise InputError(f"{setting('repeat')} must be at least 1, got {self.repeat}")
         if self.backend == "pool" and self.device == "cuda":
             raise InputError(
-                "the process pool runs on the CPU; use --backend torch-distributed for --device cuda"
+                f"the process pool runs on the CPU; use {setting('backend')} torch-distributed for "
+                f"{setting('device')} cuda"
             )
 
 
@@ -352,7 +314,7 @@ def run_matmul(
     a: np.ndarray, b: np.ndarray, settings: MatmulSettings, progress: ProgressCallback | None = None
 ) -> MatmulResult:
     """Multiply ``a @ b`` in parallel for each worker count in ``settings``; time and verify each."""
-    report = progress or (lambda done, total, description: None)
+    report = progress or no_progress
     if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[0]:
         raise InputError(f"A {a.shape} and B {b.shape} cannot be multiplied: A's columns must equal B's rows")
     if a.dtype != b.dtype or a.dtype.name not in DTYPES:
@@ -367,7 +329,7 @@ def run_matmul(
             _, world, _ = torchrun_rank()
             if settings.workers != (world,):
                 raise InputError(
-                    f"under torchrun the ranks are torchrun's ({world}); drop --workers/--sweep-workers "
+                    f"under torchrun the ranks are torchrun's ({world}); drop {setting('workers')} "
                     "or make them equal to torchrun's world size"
                 )
         for workers in settings.workers:
@@ -464,9 +426,9 @@ def _run_point(
         plan=plan.describe(),
         start_ms=start_s * 1e3,
         scatter_ms=None if scatter_s is None else scatter_s * 1e3,
-        parallel=Timings(tuple(samples["parallel"])),
-        numpy=Timings(tuple(samples["numpy"])),
-        serial=Timings(tuple(samples["serial"])),
+        parallel=Measurement(tuple(samples["parallel"])),
+        numpy=Measurement(tuple(samples["numpy"])),
+        serial=Measurement(tuple(samples["serial"])),
         verification=verification,
         multiply_adds=n * k * m,
     )

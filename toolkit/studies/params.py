@@ -10,11 +10,7 @@ or RSS sampled every millisecond where that is not available; on CUDA it is
 from __future__ import annotations
 
 import gc
-import os
-import threading
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, cast
 
 import pandas as pd
@@ -22,6 +18,7 @@ import torch
 
 from toolkit.config import ModelConfig
 from toolkit.device import device_name
+from toolkit.memory import cuda_peak_during, peak_rss_during, rss_bytes
 from toolkit.model import Block, Transformer
 
 BYTES_PER_ELEMENT = {"float32": 4, "bfloat16/float16": 2, "int8": 1}
@@ -61,25 +58,9 @@ class ParamsReport:
     memory: MemoryMeasurement | None
 
     @property
-    def summary(self) -> str:
-        """One sentence relating the parameter count to the RAM it takes."""
-        bytes_per = _element_size(self.dtype)
-        weights = self.total_params * bytes_per
-        text = (
-            f"{self.total_params:,} parameters × {bytes_per} bytes ({self.dtype}) = "
-            f"{weights / 2**20:.1f} MiB of weights"
-        )
-        if self.memory is None:
-            return text + "."
-        memory = self.memory
-        grew = "CUDA memory" if memory.device == "cuda" else "RSS"
-        build_mib, activation_mib = memory.build_bytes / 2**20, memory.activation_bytes / 2**20
-        return (
-            f"{text}; building the model grew {grew} by {build_mib:.1f} MiB "
-            f"({memory.build_bytes / weights:.2f}× the weights), and one forward pass at batch "
-            f"{memory.batch} × {memory.seq_len} tokens needed {activation_mib:.1f} MiB more for "
-            "activations and temporaries."
-        )
+    def element_size(self) -> int:
+        """Bytes per parameter in this report's dtype."""
+        return _element_size(self.dtype)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -91,7 +72,6 @@ class ParamsReport:
             "shared_components": {c.component: c.shared_with for c in self.by_component if c.shared_with},
             "bytes_by_dtype": self.bytes_by_dtype,
             "memory": asdict(self.memory) if self.memory is not None else None,
-            "summary": self.summary,
         }
 
     def to_frame(self) -> pd.DataFrame:
@@ -180,12 +160,8 @@ def _measure_cuda(
     torch.cuda.synchronize(device)
     built = torch.cuda.memory_allocated(device)
     ids = _input_ids(config, batch, seq_len, device)
-    torch.cuda.reset_peak_memory_stats(device)
-    start = torch.cuda.memory_allocated(device)
     with torch.inference_mode():
-        model(ids)
-    torch.cuda.synchronize(device)
-    peak = torch.cuda.max_memory_allocated(device)
+        start, peak = cuda_peak_during(lambda: model(ids), device)
     memory = MemoryMeasurement(
         device="cuda",
         method="CUDA allocated memory; forward peak from torch.cuda.max_memory_allocated",
@@ -221,59 +197,3 @@ def _measure_cpu(
         seq_len=seq_len,
     )
     return model, memory
-
-
-_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-
-
-def rss_bytes() -> int:
-    """This process's resident set size now, in bytes (Linux /proc; 0 where unavailable)."""
-    try:
-        resident_pages = int(Path("/proc/self/statm").read_text().split()[1])
-    except (OSError, IndexError, ValueError):
-        return 0
-    return resident_pages * _PAGE_SIZE
-
-
-def _high_water_mark() -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        return None
-    return None
-
-
-def peak_rss_during(fn: Callable[[], object]) -> tuple[int, str]:
-    """Peak RSS (bytes) while ``fn`` runs, and how it was measured."""
-    try:  # writing 5 resets the kernel's peak-RSS counter (Linux >= 4.0)
-        Path("/proc/self/clear_refs").write_text("5")
-        reset = _high_water_mark() is not None
-    except OSError:
-        reset = False
-    if reset:
-        fn()
-        peak = _high_water_mark()
-        if peak is not None:
-            return peak, "kernel's peak-RSS counter"
-    return _sampled_peak(fn), "RSS sampled every 1 ms"
-
-
-def _sampled_peak(fn: Callable[[], object]) -> int:
-    peak = rss_bytes()
-    done = threading.Event()
-
-    def sample() -> None:
-        nonlocal peak
-        while not done.wait(0.001):
-            peak = max(peak, rss_bytes())
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    try:
-        fn()
-    finally:
-        done.set()
-        sampler.join()
-    return max(peak, rss_bytes())

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from toolkit.studies.ablation import AblationResult
+from toolkit.errors import setting
+from toolkit.studies.ablation import AblationResult, AblationRow, LatencyStudy
 from toolkit.tables import fmt_float
+from toolkit.tables.timing import caution_text
+from toolkit.timing.stats import ARMS_DIFFER
 
 
 def output_table(result: AblationResult) -> Table:
@@ -96,5 +99,50 @@ def verdict_table(result: AblationResult) -> Table:
     table.add_column("change", justify="left", style="bold", no_wrap=True)
     table.add_column("what it does", justify="left")
     for row in result.rows:
-        table.add_row(row.change, row.verdict)
+        table.add_row(row.change, verdict_text(row))
     return table
+
+
+def verdict_text(row: AblationRow) -> str:
+    """A plain-language sentence for one variant: how far the logits moved, and the latency change."""
+    output, latency = row.output, row.latency
+    text = f"moves logits by {_pct(100.0 * output.rmse_over_base_std)} of their spread"
+    if output.top1_agreement < 100.0:
+        text += f", changes the top-1 token at {_pct(100.0 - output.top1_agreement)} of positions"
+    else:
+        text += ", top-1 token unchanged"
+    if latency is None:
+        return text
+    if latency.significant:
+        direction = "slower" if latency.diff_pct > 0 else "faster"
+        text += (
+            f"; {abs(latency.diff_pct):.1f}% {direction} "
+            f"(95% CI {latency.ci_low_pct:+.1f}%..{latency.ci_high_pct:+.1f}%)"
+        )
+    else:
+        floor = f" (±{row.noise_floor_pct:.1f}%)" if row.noise_floor_pct is not None else ""
+        text += f"; no latency change beyond noise{floor}"
+    return text
+
+
+def _pct(value: float) -> str:
+    if value == 0:
+        return "0%"
+    if abs(value) < 0.01:
+        return f"{value:.1e}%"
+    if abs(value) < 10:
+        return f"{value:.2f}%"
+    return f"{value:.0f}%"
+
+
+def latency_notes(study: LatencyStudy, threads: int | None = None) -> list[str]:
+    """The latency run's cautions: the per-arm spread folded into one line, then the run-level ones."""
+    run_level = [caution_text(c, threads) for c in study.cautions if not c.subject or c.kind == ARMS_DIFFER]
+    if study.max_rel_ci > study.target_rel_ci:
+        run_level.insert(
+            0,
+            f"timings are noisy: IQR up to {study.max_rel_iqr:.0%} of the median, medians' 95% CIs up to "
+            f"±{study.max_rel_ci:.1%} (target ±{study.target_rel_ci:.0%}) after {study.rounds} rounds; "
+            f"raise {setting('budget_s')} or time on an idle machine for a tighter estimate",
+        )
+    return run_level

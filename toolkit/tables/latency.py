@@ -1,13 +1,16 @@
-"""Tables for ``toolkit latency``: one row per swept value, and the ``--vary all`` summary."""
+"""Tables for ``toolkit latency``: one row per swept value, and the summary of every sweep."""
 
 from __future__ import annotations
 
 from rich.table import Table
 
+from toolkit.errors import setting
 from toolkit.flops import FLOP_CONVENTION
-from toolkit.studies.latency import LatencyReport, LatencyResult, Trend
+from toolkit.studies.latency import LatencyReport, LatencyResult
+from toolkit.studies.trends import Trend
 from toolkit.tables import fmt_float
-from toolkit.timing import describe_stop
+from toolkit.tables.timing import busy_text, describe_stop
+from toolkit.timing.stats import WIDE_IQR, busy_cautions
 
 
 def _config_text(result: LatencyResult) -> str:
@@ -123,3 +126,21 @@ def summary_table(report: LatencyReport) -> Table:
             f"{item.r2:.3f}",
         )
     return table
+
+
+def sweep_notes(result: LatencyResult, threads: int | None = None) -> list[str]:
+    """The sweep's cautions, condensed: which values missed the CI target, which varied, how busy it was."""
+    out = []
+    missed = [
+        f"{result.vary}={p.value}" for p in result.points if p.measurement.rel_ci > result.target_rel_ci
+    ]
+    if missed:
+        out.append(
+            f"{len(missed)} of {len(result.points)} values missed the ±{result.target_rel_ci:.1%} CI target "
+            f"within {result.budget_s:g} s per value ({', '.join(missed)}); raise {setting('budget_s')} "
+            "for tighter estimates"
+        )
+    wide = [f"{result.vary}={p.value}" for p in result.points if p.measurement.rel_iqr > WIDE_IQR]
+    if wide:
+        out.append(f"calls varied a lot (IQR above {WIDE_IQR:.0%} of the median) at {', '.join(wide)}")
+    return out + [busy_text(c.value, threads) for c in busy_cautions(result.others_cpu_share)]

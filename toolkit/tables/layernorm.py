@@ -109,12 +109,12 @@ def speed_table(result: SpeedResult) -> Table:
             f"{row.rows}×{row.row_size}",
             row.pass_name,
             _label(row.implementation),
-            fmt_float(row.median_ms),
-            fmt_float(row.q75_ms - row.q25_ms, 2),
+            fmt_float(row.timing.median_ms),
+            fmt_float(row.timing.iqr_ms, 2),
             fmt_float(row.gb_per_s),
             f"{row.pct_of_copy:.0f}%",
             ratio,
-            f"{row.page_faults_per_call:.1f}",
+            f"{row.timing.page_faults_per_call:.1f}",
         )
     return table
 
@@ -181,7 +181,7 @@ def _metric_cells(result: TrainingResult, norm: str, columns: tuple[tuple[str, s
 def _settings_text(result: TrainingResult) -> str:
     s = result.settings
     return (
-        f"byte-level GPT ({s.n_layers} layers, d {s.d_model}, {s.n_heads} heads), "
+        f"byte-level GPT ({s.model.n_layers} layers, d {s.model.d_model}, {s.model.n_heads} heads), "
         f"batch {s.batch}×{s.seq_len} bytes, {s.steps} steps, AdamW lr {s.lr:g}, seed {s.seed}, "
         f"on {result.device}"
     )

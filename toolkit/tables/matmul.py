@@ -5,11 +5,12 @@ from __future__ import annotations
 from rich.table import Table
 
 from toolkit.matmul.verify import FreivaldsCheck
-from toolkit.studies.matmul import MatmulResult, Timings
+from toolkit.studies.matmul import MatmulResult
 from toolkit.tables import fmt_float
+from toolkit.timing.stats import Measurement
 
 
-def _ms(timings: Timings) -> str:
+def _ms(timings: Measurement) -> str:
     return f"{fmt_float(timings.median_ms)} ± {fmt_float(timings.iqr_ms / 2, 2)}"
 
 

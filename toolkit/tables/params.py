@@ -50,3 +50,24 @@ def memory_table(report: ParamsReport) -> Table:
     )
     table.add_row("build + forward peak", fmt_bytes(memory.forward_peak_bytes), style="bold")
     return table
+
+
+def summary_text(report: ParamsReport) -> str:
+    """One sentence relating the parameter count to the RAM it takes."""
+    bytes_per = report.element_size
+    weights = report.total_params * bytes_per
+    text = (
+        f"{report.total_params:,} parameters × {bytes_per} bytes ({report.dtype}) = "
+        f"{weights / 2**20:.1f} MiB of weights"
+    )
+    if report.memory is None:
+        return text + "."
+    memory = report.memory
+    grew = "CUDA memory" if memory.device == "cuda" else "RSS"
+    build_mib, activation_mib = memory.build_bytes / 2**20, memory.activation_bytes / 2**20
+    return (
+        f"{text}; building the model grew {grew} by {build_mib:.1f} MiB "
+        f"({memory.build_bytes / weights:.2f}× the weights), and one forward pass at batch "
+        f"{memory.batch} × {memory.seq_len} tokens needed {activation_mib:.1f} MiB more for "
+        "activations and temporaries."
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
+from toolkit.errors import setting
 from toolkit.tables import fmt_float, fmt_int
 from toolkit.weights import LoadReport
 
@@ -70,3 +71,44 @@ def examples_table(report: LoadReport) -> Table:
             _verdict(result.passed),
         )
     return table
+
+
+def load_summary(report: LoadReport) -> str:
+    """The verdict in words: pass/fail, and how the head count was found."""
+    lines = []
+    heads = report.config.n_heads
+    if report.n_heads_source == "search":
+        others = [t.n_heads for t in report.head_trials if not t.passed]
+        matching = report.heads_matching
+        if len(matching) == 1:
+            lines.append(
+                f"n_heads={heads} found by search: it reproduces the examples; "
+                f"{', '.join(map(str, others)) or 'no other divisor'} did not."
+            )
+        elif matching:
+            lines.append(
+                f"n_heads {', '.join(map(str, matching))} all reproduce the examples, which cannot "
+                f"tell them apart; kept {heads}. Pass {setting('n_heads')}, or examples longer than one "
+                "token."
+            )
+        else:
+            lines.append(
+                "no head count reproduces the examples (tried every divisor of "
+                f"d_model={report.config.d_model}); closest: n_heads={heads}."
+            )
+    else:
+        lines.append(f"n_heads={heads} from {report.n_heads_source}.")
+    if not report.verified:
+        lines.append("LOADED: keys and shapes match; no examples given, so outputs are not verified.")
+    elif report.passed:
+        lines.append(
+            f"PASS: all {len(report.results)} examples reproduced within atol {report.atol:g} "
+            f"(max abs diff {report.max_abs_diff:.3g})."
+        )
+    else:
+        failed = sum(not r.passed for r in report.results)
+        lines.append(
+            f"FAIL: {failed} of {len(report.results)} examples differ by more than atol {report.atol:g} "
+            f"(max abs diff {report.max_abs_diff:.3g})."
+        )
+    return "\n".join(lines)

@@ -27,7 +27,7 @@ Backends compute the same thing:
   x is read from memory once; rows are spread over ``torch.get_num_threads()`` threads, and small
   calls (under 65,536 elements) run on one thread. float32 and float64 natively; other dtypes
   through a float32 copy.
-- ``triton``: fused CUDA kernels (``toolkit.layernorm_triton``), imported only when a CUDA tensor
+- ``triton``: fused CUDA kernels (``toolkit.layernorm.triton_kernels``), imported only when a CUDA tensor
   arrives and Triton is installed.
 - ``auto`` picks ``triton`` for CUDA tensors and ``numba`` for CPU tensors when they can run,
   else ``torch-ops``.
@@ -66,10 +66,10 @@ _NUMBA_DTYPES = (torch.float32, torch.float64)  # others run the float32 kernel 
 def _numba_kernels() -> ModuleType | None:
     """The compiled-on-demand Numba kernels, or None when Numba is not installed."""
     try:
-        from toolkit import layernorm_numba
+        from toolkit.layernorm import numba_kernels
     except ImportError:
         return None
-    return layernorm_numba
+    return numba_kernels
 
 
 @functools.cache
@@ -78,10 +78,10 @@ def _triton_kernels() -> ModuleType | None:
     if not torch.cuda.is_available():
         return None
     try:
-        from toolkit import layernorm_triton
+        from toolkit.layernorm import triton_kernels
     except ImportError:
         return None
-    return layernorm_triton
+    return triton_kernels
 
 
 def available_backends(device: torch.device | str) -> list[str]:
@@ -184,7 +184,7 @@ def _backward_torch_ops(
 
 
 # --------------------------------------------------------------------------------------------
-# numba: the CPU kernel (see layernorm_numba.py)
+# numba: the CPU kernel (see numba_kernels.py)
 # --------------------------------------------------------------------------------------------
 
 

@@ -1,0 +1,29 @@
+"""The custom LayerNorm: a drop-in for ``torch.nn.LayerNorm`` with a hand-derived backward.
+
+- ``module``: the autograd function, the ``layer_norm`` functional, the ``LayerNorm`` module, backend
+  choice (``torch-ops``, ``numba``, ``triton``), and ``FeatureBatchNorm`` for the training study.
+- ``numba_kernels``: the CPU kernels (imported when first needed).
+- ``triton_kernels``: the CUDA kernels (imported only when a CUDA tensor arrives).
+"""
+
+from __future__ import annotations
+
+from toolkit.layernorm.module import (
+    BACKENDS,
+    FeatureBatchNorm,
+    LayerNorm,
+    LayerNormFunction,
+    available_backends,
+    layer_norm,
+    resolve_backend,
+)
+
+__all__ = [
+    "BACKENDS",
+    "FeatureBatchNorm",
+    "LayerNorm",
+    "LayerNormFunction",
+    "available_backends",
+    "layer_norm",
+    "resolve_backend",
+]

@@ -1,0 +1,96 @@
+"""Reading tensor files safely (safetensors, or torch pickles through ``weights_only=True``), and
+finding the shipped checkpoint.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+
+from toolkit.errors import WeightsError, setting
+
+TENSOR_SUFFIXES = (".safetensors", ".pt", ".pth")
+
+SHIPPED_DIR = Path("weights")
+SHIPPED_WEIGHTS = "reference_model.safetensors"
+SHIPPED_EXAMPLES = "reference_examples.safetensors"
+
+
+def read_tensors(path: str | Path, what: str = "checkpoint") -> tuple[dict[str, Any], dict[str, str]]:
+    """The tensors in a ``.safetensors`` / ``.pt`` / ``.pth`` file, and its safetensors metadata.
+
+    ``.pt`` files are read with ``torch.load(weights_only=True)`` only: a file holding anything but
+    tensors and plain containers (a pickled callable, a class) is refused without running it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(
+            f"{what} file {path} does not exist; pass an existing .safetensors, .pt or .pth file"
+        )
+    suffix = path.suffix.lower()
+    if suffix not in TENSOR_SUFFIXES:
+        raise WeightsError(
+            f"{what} file {path} must end in .safetensors, .pt or .pth, not {suffix or '(none)'}"
+        )
+    if suffix == ".safetensors":
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                metadata = handle.metadata() or {}
+                return {key: handle.get_tensor(key) for key in handle.keys()}, metadata  # noqa: SIM118
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise WeightsError(
+                f"{what} file {path} is not a readable safetensors file (truncated?): {exc}"
+            ) from None
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))  # torch's message carries terminal colours
+        found = re.search(r"WeightsUnpickler error: (.*?)(?: Please use|$)", text, flags=re.MULTILINE)
+        reason = found.group(1).strip() if found else (text.splitlines() or [type(exc).__name__])[0]
+        raise WeightsError(
+            f"refusing {what} file {path}: it holds objects other than tensors, which would run code when "
+            f"unpickled ({reason}); save plain tensors (state_dict / safetensors) instead"
+        ) from None
+    except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile) as exc:
+        raise WeightsError(f"{what} file {path} is not a readable torch file (truncated?): {exc}") from None
+    return content, {}
+
+
+def as_state_dict(content: Any, path: Path) -> dict[str, torch.Tensor]:
+    for wrapper in ("state_dict", "model"):  # the usual {"state_dict": {...}} / {"model": {...}} wrappers
+        if isinstance(content, dict) and isinstance(content.get(wrapper), dict):
+            content = content[wrapper]
+    if not isinstance(content, dict) or not content:
+        raise WeightsError(f"checkpoint {path} must hold a non-empty dict of named tensors (a state dict)")
+    not_tensors = sorted(str(k) for k, v in content.items() if not isinstance(v, torch.Tensor))
+    if not_tensors:
+        raise WeightsError(f"checkpoint {path}: entries that are not tensors: {', '.join(not_tensors)}")
+    return {str(k): v for k, v in content.items()}
+
+
+def shape_text(tensor: torch.Tensor) -> str:
+    return str(list(tensor.shape))
+
+
+def fmt_shape(dims: Sequence[int | str]) -> str:
+    return "[" + ", ".join(map(str, dims)) + "]"
+
+
+def shipped_files() -> tuple[Path, Path]:
+    """The shipped checkpoint and examples: ``weights/`` in the current directory, else the
+    ``weights/`` of the source tree the package lives in (a checkout or an editable install)."""
+    for folder in (SHIPPED_DIR, Path(__file__).resolve().parents[2] / SHIPPED_DIR):
+        if (folder / SHIPPED_WEIGHTS).is_file():
+            return folder / SHIPPED_WEIGHTS, folder / SHIPPED_EXAMPLES
+    raise WeightsError(
+        f"no {setting('weights')} given and the shipped {SHIPPED_DIR / SHIPPED_WEIGHTS} is neither in the "
+        "current directory nor beside the installed package; run from the repository root or pass "
+        f"{setting('weights')} PATH"
+    )

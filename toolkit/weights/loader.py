@@ -1,0 +1,272 @@
+"""The whole load: checkpoint -> model + report (the supplied format through a mapping, or a toolkit
+export), and writing exports.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from safetensors.torch import save_file
+
+from toolkit.config import ModelConfig, from_dict
+from toolkit.errors import CheckpointKeysError, ConfigError, WeightsError, setting
+from toolkit.files import atomic_path
+from toolkit.model import Transformer
+from toolkit.progress import ProgressCallback
+from toolkit.weights.examples import check_examples, read_examples
+from toolkit.weights.files import as_state_dict, read_tensors, shape_text
+from toolkit.weights.mapping import (
+    SIZE_SYMBOLS,
+    KeyMapping,
+    match_checkpoint,
+    read_mapping,
+    to_toolkit_state,
+)
+from toolkit.weights.verify import ExampleResult, HeadTrial, compare_examples, max_diff, search_heads
+
+EXPORT_METADATA_KEY = "toolkit_config"  # a toolkit export: its ModelConfig as JSON
+
+
+def _state_problems(
+    expected: dict[str, torch.Size], state: dict[str, torch.Tensor]
+) -> tuple[list[str], list[str], list[str]]:
+    """Missing, unexpected and misshapen keys of ``state`` against the shapes a model expects."""
+    missing = [f"{k} (expected {list(shape)})" for k, shape in expected.items() if k not in state]
+    unexpected = [f"{k} {shape_text(v)}" for k, v in state.items() if k not in expected]
+    mismatched = [
+        f"{k} expected {list(expected[k])}, found {shape_text(v)}"
+        for k, v in state.items()
+        if k in expected and v.shape != expected[k]
+    ]
+    return missing, unexpected, mismatched
+
+
+def _parameter_shapes(config: ModelConfig) -> dict[str, torch.Size]:
+    return {k: v.shape for k, v in Transformer(config).state_dict().items()}
+
+
+def _build(config: ModelConfig, state: dict[str, torch.Tensor], device: torch.device) -> Transformer:
+    """A model of ``config`` holding exactly the tensors of ``state``.
+
+    (Built on the CPU and then given ``state``: a meta-device build would skip the random init, but
+    its first use in a process costs seconds.)
+    """
+    model = Transformer(config)
+    model.load_state_dict(state, strict=True, assign=True)
+    return model.to(device).eval()
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """What was loaded, from where, the config read off it, and how well it reproduces the examples."""
+
+    weights_path: str
+    examples_path: str | None
+    mapping: str  # the mapping's file, BUILTIN_MAPPING, or "none (toolkit export)"
+    checkpoint_format: str  # "supplied" (through a key mapping) or "toolkit" (an export)
+    config: ModelConfig
+    config_sources: dict[str, str]  # field -> where its value came from
+    n_heads_source: str  # "flag", "checkpoint" (a toolkit export's config), "search" or "default"
+    head_trials: tuple[HeadTrial, ...]
+    results: tuple[ExampleResult, ...]
+    atol: float
+    device: str
+    n_params: int
+
+    @property
+    def verified(self) -> bool:
+        """Whether any example was compared (without examples only keys and shapes are checked)."""
+        return bool(self.results)
+
+    @property
+    def passed(self) -> bool:
+        return all(r.passed for r in self.results)
+
+    @property
+    def max_abs_diff(self) -> float:
+        return max_diff(self.results)
+
+    @property
+    def heads_matching(self) -> list[int]:
+        return [t.n_heads for t in self.head_trials if t.passed]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "verified": self.verified,
+            "max_abs_diff": self.max_abs_diff,
+            "atol": self.atol,
+            "config": self.config.to_dict(),
+            "config_sources": dict(self.config_sources),
+            "n_heads_source": self.n_heads_source,
+            "head_trials": [t.to_dict() for t in self.head_trials],
+            "examples": [r.to_dict() for r in self.results],
+            "weights_path": self.weights_path,
+            "examples_path": self.examples_path,
+            "mapping": self.mapping,
+            "checkpoint_format": self.checkpoint_format,
+            "n_params": self.n_params,
+            "device": self.device,
+        }
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per example."""
+        columns = ["index", "seq_len", "max_abs_diff", "rmse", "passed"]
+        return pd.DataFrame([r.to_dict() for r in self.results], columns=columns)
+
+
+@dataclass(frozen=True)
+class _Readable:
+    """A checkpoint ready to become models: its sizes, and its state for any head count."""
+
+    base: ModelConfig  # sizes (and, for an export, every other field); n_heads to be decided
+    state_of: Callable[[int], dict[str, torch.Tensor]]  # head count -> toolkit state dict
+    sources: dict[str, str]
+    mapping: str
+    checkpoint_format: str
+    saved_heads: int | None  # a toolkit export's own head count
+
+
+def _read_export(tensors: dict[str, torch.Tensor], metadata: dict[str, str], path: Path) -> _Readable:
+    saved = _export_config(metadata, path)
+    missing, unexpected, mismatched = _state_problems(_parameter_shapes(saved), tensors)
+    if missing or unexpected or mismatched:
+        raise CheckpointKeysError(str(path), missing, unexpected, mismatched)
+    state = {k: v.to(torch.float32) for k, v in tensors.items()}
+    sources = {name: "config stored in the export" for name in (*SIZE_SYMBOLS, "n_layers")}
+    return _Readable(saved, lambda heads: state, sources, "none (toolkit export)", "toolkit", saved.n_heads)
+
+
+def _read_supplied(tensors: dict[str, torch.Tensor], mapping: KeyMapping, path: Path) -> _Readable:
+    matched = match_checkpoint(tensors, mapping, str(path))
+    sizes = matched.sizes
+    base = ModelConfig(
+        vocab_size=sizes["vocab_size"],
+        max_seq_len=sizes["max_seq_len"],
+        d_model=sizes["d_model"],
+        n_heads=1,
+        n_layers=sizes["n_layers"],
+        d_mlp=sizes["d_mlp"],
+    )
+    problems = _state_problems(_parameter_shapes(base), to_toolkit_state(matched, 1))
+    if any(problems):
+        named = zip(("unset", "unknown targets", "wrong shape after transforms"), problems, strict=True)
+        raise WeightsError(
+            f"mapping {mapping.origin} does not fill the toolkit model: "
+            + " | ".join(f"{what}: {'; '.join(items)}" for what, items in named if items)
+            + "; fix the mapping's 'to' names or transforms"
+        )
+    return _Readable(
+        base,
+        lambda heads: to_toolkit_state(matched, heads),
+        dict(matched.sources),
+        mapping.origin,
+        "supplied",
+        None,
+    )
+
+
+def load_checkpoint(
+    weights: str | Path,
+    *,
+    examples: str | Path | None = None,
+    mapping: str | Path | None = None,
+    n_heads: int | None = None,
+    atol: float = 1e-4,
+    device: str | torch.device = "cpu",
+    progress: ProgressCallback | None = None,
+) -> tuple[Transformer, LoadReport]:
+    """Load a checkpoint (supplied format through ``mapping``, or a toolkit export) and verify it.
+
+    ``n_heads``: the head count; when None it is a toolkit export's own, else found by searching the
+    divisors of d_model against ``examples``, else the default (2). Returns the model (eval mode, on
+    ``device``, float32) and the report. Raises :class:`WeightsError` (or :class:`ConfigError`) for
+    input that cannot be loaded; a model that loads but does not reproduce the examples is reported
+    (``report.passed`` is False), not raised.
+    """
+    torch_device = torch.device(device)
+    weights_path = Path(weights)
+    content, metadata = read_tensors(weights_path)
+    tensors = as_state_dict(content, weights_path)
+    if EXPORT_METADATA_KEY in metadata:
+        if mapping is not None:
+            raise WeightsError(
+                f"{weights_path} is a toolkit export, in the toolkit's own names; drop {setting('mapping')}"
+            )
+        readable = _read_export(tensors, metadata, weights_path)
+    else:
+        readable = _read_supplied(tensors, read_mapping(mapping), weights_path)
+    base = readable.base
+    example_list = read_examples(examples) if examples is not None else []
+    check_examples(example_list, base, str(examples))
+
+    def build(heads: int) -> Transformer:
+        return _build(base.replace(n_heads=heads), readable.state_of(heads), torch_device)
+
+    trials: list[HeadTrial] = []
+    results: list[ExampleResult] = []
+    if n_heads is not None:
+        heads, heads_source = n_heads, "flag"
+    elif readable.saved_heads is not None:
+        heads, heads_source = readable.saved_heads, "checkpoint"
+    elif example_list:
+        heads, trials, results = search_heads(build, base.d_model, example_list, atol, progress)
+        heads_source = "search"
+    elif base.d_model % ModelConfig.n_heads == 0:
+        heads, heads_source = ModelConfig.n_heads, "default"
+    else:
+        raise WeightsError(
+            f"d_model={base.d_model} is not divisible by the default {ModelConfig.n_heads} heads, and the "
+            f"head count is in no shape; pass {setting('n_heads')} N, or {setting('examples')} to search "
+            "for it"
+        )
+    model = build(heads)  # a head count that does not divide d_model raises ConfigError here
+    if heads_source != "search":
+        results = compare_examples(model, example_list, atol, progress=progress)
+    report = LoadReport(
+        weights_path=str(weights_path),
+        examples_path=None if examples is None else str(examples),
+        mapping=readable.mapping,
+        checkpoint_format=readable.checkpoint_format,
+        config=model.config,
+        config_sources={**readable.sources, "n_heads": heads_source},
+        n_heads_source=heads_source,
+        head_trials=tuple(trials),
+        results=tuple(results),
+        atol=atol,
+        device=str(torch_device),
+        n_params=sum(p.numel() for p in model.parameters()),
+    )
+    return model, report
+
+
+def _export_config(metadata: dict[str, str], path: Path) -> ModelConfig:
+    try:
+        return from_dict(json.loads(metadata[EXPORT_METADATA_KEY]))
+    except (json.JSONDecodeError, TypeError, ConfigError) as exc:
+        raise WeightsError(f"toolkit export {path} carries no valid config in its metadata: {exc}") from None
+
+
+def check_export_path(path: str | Path) -> Path:
+    path = Path(path)
+    if path.suffix.lower() != ".safetensors":
+        raise WeightsError(f"export path {path} must end in .safetensors (exports are safetensors files)")
+    if path.is_dir():
+        raise WeightsError(f"export path {path} is a directory; give a file name ending in .safetensors")
+    return path
+
+
+def export_checkpoint(model: Transformer, path: str | Path) -> Path:
+    """Write ``model`` in the toolkit's own names as safetensors, its config in the metadata."""
+    path = check_export_path(path)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    metadata = {EXPORT_METADATA_KEY: json.dumps(model.config.to_dict())}
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=metadata)
+    return path
