@@ -344,7 +344,7 @@ def test_run_ablation_without_latency_rows_and_frame() -> None:
     """run_ablation without timing: one row per variant, a verdict each, JSON rows and a DataFrame."""
     model = Transformer(TINY).eval()
     variants = select_variants(TINY, no_scale=True, residuals=["parallel"])
-    result = run_ablation(model, [torch.arange(9)], variants, device=torch.device("cpu"), time_latency=False)
+    result = run_ablation(model, [torch.arange(9)], variants, timing=None)
     assert result.latency is None
     rows = result.to_dict()
     assert [row["change"] for row in rows] == ["no-scale", "residual parallel"]

@@ -24,6 +24,8 @@ def test_help_lists_commands() -> None:
         assert result.exit_code == 0
         assert "params" in result.stdout
         assert "Model size" in result.stdout
+        for command in ("params", "latency", "load-weights", "ablate", "layernorm-compare", "matmul"):
+            assert command in result.stdout, command
 
 
 def test_version() -> None:

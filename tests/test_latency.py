@@ -26,6 +26,7 @@ from toolkit.studies.latency import (
     measure_latency_sweep,
     sweep_configs,
 )
+from toolkit.studies.settings import ForwardTiming
 from toolkit.tables.latency import context_text, latency_table, trend_text
 
 CPU = torch.device("cpu")
@@ -93,9 +94,8 @@ def test_default_values_fit_the_default_config() -> None:
 @pytest.fixture(scope="module")
 def tiny_sweep() -> LatencyResult:
     config = ModelConfig(vocab_size=61, max_seq_len=32, d_model=24, n_heads=3, n_layers=2, d_mlp=40)
-    return measure_latency_sweep(
-        "layers", config, values=[1, 2, 4], device=CPU, budget_s=0.0, matmul_size=64, warmup=1
-    )
+    timing = ForwardTiming(device=CPU, budget_s=0.0, warmup=1)
+    return measure_latency_sweep("layers", config, timing, values=[1, 2, 4], matmul_size=64)
 
 
 def test_tiny_sweep_rows_and_derived_rates(tiny_sweep: LatencyResult) -> None:

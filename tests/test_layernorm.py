@@ -341,10 +341,23 @@ def test_other_norm_variants_build_and_run(norm: str) -> None:
     config = ModelConfig(
         vocab_size=61, max_seq_len=16, d_model=24, n_heads=3, n_layers=1, d_mlp=40, norm=norm
     )
-    model = Transformer(config)
-    logits = model(torch.randint(0, 61, (2, 16)))
+    model = Transformer(config).eval()
+    ids = torch.randint(0, 61, (2, 16))
+    logits = model(ids)
     assert logits.shape == (2, 16, 61)
     assert bool(torch.isfinite(logits).all())
+    # Each norm computes its own definition on the residual stream, checked in float64.
+    norm_layer = model.blocks[0].ln1
+    x = torch.randn(2, 16, 24, dtype=torch.float64)
+    with torch.no_grad():
+        y = norm_layer.double()(x)
+    if norm == "none":
+        expected = x
+    elif norm == "rms":
+        expected = x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + config.norm_eps)
+    else:  # BatchNorm over features in eval mode: running mean 0, running variance 1
+        expected = x / math.sqrt(1.0 + config.norm_eps)
+    torch.testing.assert_close(y, expected)
 
 
 @pytest.mark.cuda

@@ -131,6 +131,14 @@ def test_lm_head_is_tied(tiny_config: ModelConfig) -> None:
             )
         )
         torch.testing.assert_close(model(ids), h @ model.token_embedding.weight.T)
+        # One tensor, not a copy: changing the embedding of token 7 changes every position's logit 7
+        # and nothing else in the head; no separate head parameter exists.
+        before = model(ids)
+        model.token_embedding.weight[7] += 1.0
+        after = model(ids)
+    changed = (after - before).abs().amax(dim=(0, 1)) > 0
+    assert changed[7]
+    assert not any("head" in name for name, _ in model.named_parameters())
 
 
 @pytest.mark.parametrize(
@@ -173,3 +181,15 @@ def test_cuda_matches_cpu(tiny_config: ModelConfig, dtype: torch.dtype) -> None:
         gpu = model.to("cuda", dtype)(ids.cuda()).float().cpu()
     tolerance = 1e-4 if dtype == torch.float32 else 0.05 * float(reference.abs().max())
     assert (gpu - reference).abs().max() <= tolerance
+
+
+def test_residual_projections_use_gpt2_scaled_init() -> None:
+    """Attention-out and MLP-down weights start with std 0.02/sqrt(2·n_layers); the others with 0.02."""
+    config = ModelConfig(d_model=256, n_layers=8, d_mlp=1024)
+    model = Transformer(config)
+    scaled = 0.02 / (2 * config.n_layers) ** 0.5
+    for block in model.blocks:
+        assert float(block.attn.out_proj.weight.detach().std()) == pytest.approx(scaled, rel=0.05)
+        assert float(block.mlp.down.weight.detach().std()) == pytest.approx(scaled, rel=0.05)
+        assert float(block.attn.qkv.weight.detach().std()) == pytest.approx(0.02, rel=0.05)
+        assert float(block.mlp.up.weight.detach().std()) == pytest.approx(0.02, rel=0.05)

@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import math
 import os
+import subprocess
+import sys
 import time
 
 import numpy as np
 import pytest
 import torch
 
-from toolkit.flops import matmul_rate_gflops
+from toolkit.flops import matmul_operands, matmul_rate_gflops
 from toolkit.timing import (
     Comparison,
     Measurement,
@@ -134,6 +136,15 @@ def test_configure_allocator_is_idempotent() -> None:
     assert first
     if first.startswith("glibc"):
         assert os.environ["MALLOC_MMAP_MAX_"] == "0"
+        assert os.environ["MALLOC_TRIM_THRESHOLD_"] == str(2**31 - 1)
+        # A child process started now inherits the settings through its environment.
+        child = subprocess.run(
+            [sys.executable, "-c", "import os; print(os.environ['MALLOC_MMAP_MAX_'])"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        assert child.stdout.strip() == "0"
 
 
 def test_measure_calls_under_inference_mode_and_reports_context() -> None:
@@ -232,6 +243,16 @@ def test_matmul_rate_is_positive() -> None:
     rate = matmul_rate_gflops(CPU, torch.float32, size=64, budget_s=0.05)
     assert math.isfinite(rate)
     assert rate > 0
+    # The rate is 2·n³ FLOP over the median time of that product, timed here independently.
+    a, b = matmul_operands(CPU, torch.float32, 64)
+    assert a.shape == b.shape == (64, 64)
+    times = []
+    for _ in range(50):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        times.append(time.perf_counter() - start)
+    independent = 2 * 64**3 / float(np.median(times)) / 1e9
+    assert independent / 20 < rate < independent * 20  # same order of magnitude on a noisy machine
 
 
 @pytest.mark.cuda
@@ -245,3 +266,10 @@ def test_measure_on_cuda_uses_events() -> None:
     assert m.n_samples >= 5
     assert m.context is not None
     assert m.context.device_name == torch.cuda.get_device_name(device)
+    # The timer is the CUDA-event one, and it sees GPU work: a product 8x larger (in n) takes longer.
+    from toolkit.timing import engine
+
+    assert engine._Timer(device).cuda
+    big = torch.randn(2048, 2048, device=device)
+    m_big = measure(lambda: big @ big, device=device, budget_s=0.2, min_samples=5)
+    assert m_big.median_ms > m.median_ms

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from toolkit.errors import ConfigError
+from toolkit.errors import ConfigError, InputError, setting
 
 GELU_VARIANTS = ("none", "tanh")  # torch.nn.functional.gelu's `approximate` argument
 RESIDUAL_VARIANTS = ("standard", "input-skip", "no-mlp-skip", "parallel")
@@ -68,6 +68,18 @@ class ModelConfig:
     @property
     def head_dim(self) -> int:
         return self.d_model // self.n_heads
+
+    def sequence_length(self, seq_len: int | None = None) -> int:
+        """``seq_len`` (default ``max_seq_len``), refused when this model cannot take it."""
+        length = self.max_seq_len if seq_len is None else seq_len
+        if not 1 <= length <= self.max_seq_len:
+            if length < 1:
+                raise InputError(f"{setting('seq_len')} must be at least 1, got {length}")
+            raise InputError(
+                f"{setting('seq_len')} {length} exceeds max_seq_len={self.max_seq_len}; lower "
+                f"{setting('seq_len')} or raise {setting('max_seq_len')}"
+            )
+        return length
 
     def replace(self, **changes: Any) -> ModelConfig:
         """A copy with some fields changed, validated like a new config."""

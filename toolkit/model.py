@@ -11,6 +11,9 @@ norm implementation) are read here and nowhere else. Parameter names are the too
 
 from __future__ import annotations
 
+import math
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -90,15 +93,14 @@ class Block(nn.Module):
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         # Each skip is added in place into the branch output, a fresh tensor that no backward
         # needs: one activation buffer fewer per add. a + h == h + a exactly, so values are unchanged.
-        if self.residual == "parallel":  # PaLM / GPT-J: both branches read the block input
+        if self.residual == "parallel":  # h' = h + Attn(LN1(h)) + MLP(LN2(h))  (PaLM / GPT-J)
             return self.attn(self.ln1(h)).add_(h).add_(self.mlp(self.ln2(h)))
-        t = self.attn(self.ln1(h)).add_(h)
-        mlp_out = self.mlp(self.ln2(t))
-        if self.residual == "standard":
-            return mlp_out.add_(t)
-        if self.residual == "input-skip":  # second skip taken from the block input
-            return mlp_out.add_(h)
-        return mlp_out  # "no-mlp-skip": second skip dropped
+        t = self.attn(self.ln1(h)).add_(h)  # t = h + Attn(LN1(h))
+        if self.residual == "standard":  # h' = t + MLP(LN2(t))
+            return self.mlp(self.ln2(t)).add_(t)
+        if self.residual == "input-skip":  # h' = h + MLP(LN2(t))
+            return self.mlp(self.ln2(t)).add_(h)
+        return self.mlp(self.ln2(t))  # "no-mlp-skip": h' = MLP(LN2(t))
 
 
 class Transformer(nn.Module):
@@ -112,12 +114,19 @@ class Transformer(nn.Module):
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
         self.ln_final = make_norm(config)
         self.apply(_init_gpt2)
+        # GPT-2's scaled init: each residual projection (attention out, MLP down) adds into the
+        # residual stream once per block, so its std is 0.02 / sqrt(2 · n_layers).
+        for block in cast(list[Block], self.blocks):
+            for projection in (block.attn.out_proj, block.mlp.down):
+                nn.init.normal_(projection.weight, mean=0.0, std=residual_init_std(config.n_layers))
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         if ids.dim() == 1:
             ids = ids.unsqueeze(0)  # (1, S)
         if not torch.compiler.is_compiling():
             self.check_input(ids)
+            if ids.device.type == "cpu":  # free on the CPU; on a GPU it would sync every call
+                check_ids(ids, self.config)
         positions = self.position_embedding.weight[: ids.shape[1]]  # (S, d): rows 0..S-1, no lookup
         h = self.token_embedding(ids).add_(positions)  # (B, S, d)
         for block in self.blocks:
@@ -125,7 +134,7 @@ class Transformer(nn.Module):
         return F.linear(self.ln_final(h), self.token_embedding.weight)  # (B, S, V), tied head
 
     def check_input(self, ids: torch.Tensor) -> None:
-        """Raise :class:`InputError` for ids the model cannot embed."""
+        """Raise :class:`InputError` for ids of a shape, dtype or length the model cannot take (no sync)."""
         if ids.dim() != 2:
             raise InputError(f"input ids must have shape [B, S] or [S], got {list(ids.shape)}")
         if ids.dtype not in (torch.int64, torch.int32):
@@ -138,12 +147,25 @@ class Transformer(nn.Module):
                 f"sequence length {seq_len} exceeds max_seq_len={self.config.max_seq_len}; "
                 "shorten the input or raise max_seq_len"
             )
-        low, high = int(ids.min()), int(ids.max())
-        if low < 0 or high >= self.config.vocab_size:
-            raise InputError(
-                f"token ids must lie in [0, {self.config.vocab_size - 1}] (vocab_size="
-                f"{self.config.vocab_size}), got ids from {low} to {high}"
-            )
+
+
+def check_ids(ids: torch.Tensor, config: ModelConfig) -> None:
+    """Raise :class:`InputError` for token ids outside the vocabulary.
+
+    ``Transformer.forward`` checks CPU ids itself; on CUDA this reads the ids back (a device sync),
+    so studies call it once on the ids they receive, never inside a timed forward.
+    """
+    low, high = int(ids.min()), int(ids.max())
+    if low < 0 or high >= config.vocab_size:
+        raise InputError(
+            f"token ids must lie in [0, {config.vocab_size - 1}] (vocab_size="
+            f"{config.vocab_size}), got ids from {low} to {high}"
+        )
+
+
+def residual_init_std(n_layers: int) -> float:
+    """GPT-2's std for the residual projections: 0.02 / sqrt(2 · n_layers)."""
+    return 0.02 / math.sqrt(2 * n_layers)
 
 
 def _init_gpt2(module: nn.Module) -> None:

@@ -13,9 +13,10 @@ from toolkit.cli.app import app
 from toolkit.cli.output import Output
 from toolkit.config import GELU_VARIANTS, RESIDUAL_VARIANTS, ModelConfig
 from toolkit.device import resolve_device, resolve_dtype
-from toolkit.errors import InputError, WeightsError
+from toolkit.errors import WeightsError
 from toolkit.plots.ablation import DEFAULT_PATH, save_ablation_plot
 from toolkit.studies.ablation import run_ablation, select_variants, weight_sharing_norms
+from toolkit.studies.settings import ForwardTiming
 from toolkit.tables.ablation import latency_notes, latency_table, output_table, verdict_table, verdict_text
 from toolkit.weights import load_checkpoint, read_examples, shipped_files
 
@@ -63,6 +64,7 @@ Latency = Annotated[
 ]
 PlotPath = Annotated[Path, typer.Option("--plot", help="Where to write the output-vs-latency plot (PNG).")]
 RANDOM_LENGTHS = (1, 64)
+ABLATION_TARGET_REL_CI = 0.01  # the variants differ by a few percent: time to ±1%
 
 
 @app.command(
@@ -92,7 +94,18 @@ def ablate_command(
     no_plot: opt.NoPlot = False,
     json: opt.Json = False,
 ) -> None:
-    torch_device, torch_dtype = resolve_device(device), resolve_dtype(dtype)
+    timing = (
+        ForwardTiming(
+            device=resolve_device(device),
+            dtype=resolve_dtype(dtype),
+            batch=batch,
+            seq_len=seq_len,
+            budget_s=budget,
+            target_rel_ci=ABLATION_TARGET_REL_CI,
+        )
+        if latency
+        else None
+    )
     if weights is None:
         weights, shipped_examples = shipped_files()
         examples = shipped_examples if examples is None else examples
@@ -107,32 +120,17 @@ def ablate_command(
                 f"{report.atol:g}); an ablation of a wrongly loaded model means nothing. Run 'toolkit "
                 "load-weights' with the same options to see why"
             )
+        model.config.sequence_length(seq_len)  # refused even with --no-latency: the input is invalid
         variants = select_variants(
             model.config, eps=eps, no_scale=no_scale, gelu=gelu, residuals=residual or (), norm=norm
         )
-        if seq_len is not None and seq_len > model.config.max_seq_len:
-            raise InputError(
-                f"--seq-len {seq_len} exceeds the checkpoint's "
-                f"max_seq_len={model.config.max_seq_len}; lower it"
-            )
         if examples is not None:
             inputs = [example.input_ids for example in read_examples(examples)]
         else:
             inputs = _random_inputs(model.config)
             lengths = ", ".join(str(len(ids)) for ids in inputs)
             out.note(f"no --examples given: output change measured on random token ids of lengths {lengths}")
-        result = run_ablation(
-            model,
-            inputs,
-            variants,
-            device=torch_device,
-            dtype=torch_dtype,
-            seq_len=seq_len,
-            batch=batch,
-            budget_s=budget,
-            time_latency=latency,
-            progress=progress,
-        )
+        result = run_ablation(model, inputs, variants, timing, progress=progress)
     if not no_plot:
         out.note(f"plot written to {save_ablation_plot(result, plot)}")
     if result.latency is not None:

@@ -25,6 +25,7 @@ from toolkit.studies.latency import (
     measure_latency_all,
     measure_latency_sweep,
 )
+from toolkit.studies.settings import ForwardTiming
 from toolkit.tables.latency import context_text, latency_table, summary_table, sweep_notes, trend_text
 
 SWEEP = "Sweep"
@@ -143,29 +144,27 @@ def latency_command(
         raise SweepError(
             "--values cannot be used with --vary all (each sweep uses its defaults); pick one --vary"
         )
-    if seq_len is not None and seq_len > config.max_seq_len and vary != "seq-len":
-        raise SweepError(f"--seq-len {seq_len} exceeds max_seq_len={config.max_seq_len}; raise --max-seq-len")
     swept = parse_values(values) if values is not None else None
     torch_device, torch_dtype = resolve_device(device), resolve_dtype(dtype)
     if threads is not None:
         torch.set_num_threads(threads)
+    timing = ForwardTiming(
+        device=torch_device,
+        dtype=torch_dtype,
+        batch=batch,
+        seq_len=seq_len,
+        budget_s=budget,
+        target_rel_ci=target_ci / 100.0,
+        compile=compile,
+    )
     measure = (
-        functools.partial(measure_latency_all, config)
+        functools.partial(measure_latency_all, config, timing)
         if vary == "all"
-        else functools.partial(measure_latency_sweep, vary, config, values=swept)
+        else functools.partial(measure_latency_sweep, vary, config, timing, values=swept)
     )
     out = Output(json)
     with out.progress() as progress:
-        outcome = measure(
-            batch=batch,
-            seq_len=seq_len,
-            device=torch_device,
-            dtype=torch_dtype,
-            compile=compile,
-            budget_s=budget,
-            target_rel_ci=target_ci / 100.0,
-            progress=progress,
-        )
+        outcome = measure(progress=progress)
     report: LatencyReport | None
     if isinstance(outcome, LatencyReport):  # --vary all
         report, sweeps = outcome, outcome.sweeps

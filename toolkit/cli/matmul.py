@@ -14,6 +14,7 @@ import typer
 from toolkit.cli import options as opt
 from toolkit.cli.app import app
 from toolkit.cli.output import Output
+from toolkit.device import resolve_device
 from toolkit.errors import InputError
 from toolkit.matmul.distributed import in_torchrun, torchrun_rank
 from toolkit.matmul.pool import available_cores
@@ -199,12 +200,11 @@ def matmul_command(
     plot: PlotPath = DEFAULT_PATH,
     json: opt.Json = False,
 ) -> None:
-    if device == "auto":
-        import torch
-
-        device = "cuda" if backend == "torch-distributed" and torch.cuda.is_available() else "cpu"
+    # torch-distributed: auto is CUDA when a GPU is visible (cuda without one is refused);
+    # the process pool runs on the CPU.
+    where = resolve_device(device).type if backend == "torch-distributed" else device.replace("auto", "cpu")
     if backend == "torch-distributed" and in_torchrun() and torchrun_rank()[0] != 0:
-        run_follower(split, kernel, device)  # rank 0 has the inputs and prints the report
+        run_follower(split, kernel, where)  # rank 0 has the inputs and prints the report
         return
     counts = _worker_counts(workers, sweep_workers)
     settings = MatmulSettings(
@@ -213,7 +213,7 @@ def matmul_command(
         workers=counts,
         repeat=repeat,
         backend=backend,
-        device=device,
+        device=where,
         check_freivalds=check == "freivalds",
     )
     out = Output(json)

@@ -10,7 +10,6 @@ from toolkit.cli import options as opt
 from toolkit.cli.app import app
 from toolkit.cli.output import Output
 from toolkit.device import resolve_device, resolve_dtype
-from toolkit.errors import InputError
 from toolkit.studies.params import measure_params
 from toolkit.tables.params import bytes_table, components_table, memory_table, summary_text
 
@@ -36,10 +35,6 @@ def params_command(
     json: opt.Json = False,
 ) -> None:
     config = opt.model_config(config_file, vocab, max_seq_len, d_model, heads, layers, mlp, eps, weights)
-    if seq_len is not None and seq_len > config.max_seq_len:
-        raise InputError(
-            f"--seq-len {seq_len} exceeds max_seq_len={config.max_seq_len}; lower it or raise --max-seq-len"
-        )
     torch_device, torch_dtype = resolve_device(device), resolve_dtype(dtype)
     if measure:
         report = measure_params(config, torch_device, torch_dtype, seq_len=seq_len, batch=batch)

@@ -72,10 +72,9 @@ def check_device(device: str, world: int, kernel: str, dtype: str, local: bool) 
         return
     import torch
 
-    if not torch.cuda.is_available():
-        raise DeviceError(
-            f"{setting('device')} cuda was asked for but no CUDA GPU is visible; use {setting('device')} cpu"
-        )
+    from toolkit.device import resolve_device
+
+    resolve_device("cuda")  # refuses CUDA without a visible GPU
     if local and world > torch.cuda.device_count():
         raise DeviceError(
             f"NCCL needs one GPU per rank: {world} local ranks but {torch.cuda.device_count()} GPU(s); "

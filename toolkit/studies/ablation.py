@@ -24,6 +24,7 @@ from toolkit.config import GELU_VARIANTS, NORM_VARIANTS, RESIDUAL_VARIANTS, Mode
 from toolkit.errors import ConfigError, InputError, setting
 from toolkit.model import Transformer, make_norm
 from toolkit.progress import ProgressCallback
+from toolkit.studies.settings import ForwardTiming
 from toolkit.timing.engine import compare
 from toolkit.timing.machine import capture_context
 from toolkit.timing.stats import Caution, Comparison
@@ -327,30 +328,19 @@ class LatencyStudy:
 def measure_latency_changes(
     base_model: Transformer,
     variants: Sequence[Variant],
+    timing: ForwardTiming,
     *,
-    device: torch.device,
-    dtype: torch.dtype = torch.float32,
-    seq_len: int | None = None,
-    batch: int = 1,
-    budget_s: float = 60.0,
-    target_rel_ci: float = 0.01,
     progress: ProgressCallback | None = None,
 ) -> tuple[list[LatencyChange], LatencyStudy]:
     """Time the baseline and every variant interleaved in one run, with an A/A control.
 
-    The input is ``batch`` random id sequences of ``seq_len`` tokens (default: max_seq_len).
+    The input is ``timing.batch`` random id sequences of ``timing.seq_len`` tokens (default:
+    max_seq_len); ``timing.budget_s`` is the whole run's budget.
     """
     config = base_model.config
-    seq_len = config.max_seq_len if seq_len is None else seq_len
-    if not 1 <= seq_len <= config.max_seq_len:
-        raise InputError(
-            f"timing sequence length {seq_len} must lie in [1, {config.max_seq_len}] (max_seq_len of the "
-            f"checkpoint); lower {setting('seq_len')}"
-        )
-    if batch < 1:
-        raise InputError(f"timing batch must be at least 1, got {batch}")
-    if budget_s <= 0:
-        raise InputError(f"timing budget must be positive, got {budget_s} s")
+    seq_len = timing.seq_len_for(config)
+    device, dtype, batch, budget_s = timing.device, timing.dtype, timing.batch, timing.budget_s
+    target_rel_ci = timing.target_rel_ci
     if any(variant.name == BASELINE for variant in variants):
         raise ConfigError(f"a variant cannot be named {BASELINE!r}")
     base = _copy_to(base_model, device, dtype)
@@ -445,35 +435,20 @@ def run_ablation(
     base_model: Transformer,
     inputs: Sequence[torch.Tensor],
     variants: Sequence[Variant],
+    timing: ForwardTiming | None = None,
     *,
-    device: torch.device,
-    dtype: torch.dtype = torch.float32,
-    seq_len: int | None = None,
-    batch: int = 1,
-    budget_s: float = 60.0,
-    time_latency: bool = True,
     progress: ProgressCallback | None = None,
 ) -> AblationResult:
-    """Output change of every variant on ``inputs`` (float64, CPU) and, optionally, its latency change.
-
-    ``dtype``, ``device``, ``seq_len``, ``batch`` and ``budget_s`` (seconds) set the latency run only.
-    """
+    """Output change of every variant on ``inputs`` (float64, CPU); with ``timing``, its latency change."""
     if not variants:
         raise ConfigError("no variants to compare; give at least one variant flag")
+    if timing is not None:
+        timing.seq_len_for(base_model.config)  # refuse an impossible timing input before any work
     _, changes = measure_output_changes(base_model, inputs, variants, progress=progress)
     latencies: list[LatencyChange | None] = [None] * len(variants)
     study = None
-    if time_latency:
-        measured, study = measure_latency_changes(
-            base_model,
-            variants,
-            device=device,
-            dtype=dtype,
-            seq_len=seq_len,
-            batch=batch,
-            budget_s=budget_s,
-            progress=progress,
-        )
+    if timing is not None:
+        measured, study = measure_latency_changes(base_model, variants, timing, progress=progress)
         latencies = list(measured)
     rows = [
         AblationRow(

@@ -25,6 +25,7 @@ from toolkit.errors import ConfigError, SweepError, setting
 from toolkit.flops import FLOP_CONVENTION, forward_flops, matmul_operands
 from toolkit.model import Transformer
 from toolkit.progress import ProgressCallback, no_progress
+from toolkit.studies.settings import ForwardTiming
 from toolkit.studies.trends import Influence, Trend, fit_trend, influence_of
 from toolkit.timing.engine import compare
 from toolkit.timing.machine import capture_context
@@ -305,16 +306,9 @@ def build_forward(
 def measure_latency_sweep(
     vary: str,
     config: ModelConfig,
+    timing: ForwardTiming,
     *,
     values: Sequence[int] | None = None,
-    batch: int = 1,
-    seq_len: int | None = None,
-    device: torch.device,
-    dtype: torch.dtype = torch.float32,
-    compile: bool = False,
-    budget_s: float = 8.0,
-    target_rel_ci: float = 0.02,
-    warmup: int = 3,
     matmul_size: int | None = None,
     progress: ProgressCallback | None = None,
 ) -> LatencyResult:
@@ -322,15 +316,15 @@ def measure_latency_sweep(
 
     Every value's model and a square matmul (the machine's matmul rate) are timed **interleaved**,
     round by round, so the load of a shared machine hits every value alike and the trend stays
-    true. Timing stops when every median's 95% CI is within ±``target_rel_ci`` or after
-    ``budget_s`` seconds per value (at least 10 rounds).
+    true. Timing stops when every median's 95% CI is within ±``timing.target_rel_ci`` or after
+    ``timing.budget_s`` seconds per value (at least 10 rounds).
     """
-    S = config.max_seq_len if seq_len is None else seq_len
-    if vary != "seq-len" and config.max_seq_len < S:
-        raise SweepError(
-            f"{setting('seq_len')} {S} exceeds max_seq_len={config.max_seq_len}; "
-            f"raise {setting('max_seq_len')}"
-        )
+    # A seq-len sweep sets the length itself (raising max_seq_len to fit); the others time at one.
+    S = config.max_seq_len if timing.seq_len is None else timing.seq_len
+    if vary != "seq-len":
+        S = timing.seq_len_for(config)
+    batch, device, dtype, compile = timing.batch, timing.device, timing.dtype, timing.compile
+    budget_s, target_rel_ci, warmup = timing.budget_s, timing.target_rel_ci, timing.warmup
     chosen = list(values) if values is not None else list(DEFAULT_VALUES.get(vary, ()))
     points_configs = sweep_configs(vary, chosen, config, batch, S)
     report = progress or no_progress
@@ -410,19 +404,10 @@ def influence(result: LatencyResult) -> Influence:
 
 
 def measure_latency_all(
-    config: ModelConfig,
-    *,
-    batch: int = 1,
-    seq_len: int | None = None,
-    device: torch.device,
-    dtype: torch.dtype = torch.float32,
-    compile: bool = False,
-    budget_s: float = 8.0,
-    target_rel_ci: float = 0.02,
-    warmup: int = 3,
-    progress: ProgressCallback | None = None,
+    config: ModelConfig, timing: ForwardTiming, *, progress: ProgressCallback | None = None
 ) -> LatencyReport:
     """Every sweep of VARY_CHOICES with its default values, and the summary of what matters."""
+    timing.seq_len_for(config)  # refuse a length the fixed config cannot take before any sweep runs
     report = progress or no_progress
     sweeps: list[LatencyResult] = []
     for index, vary in enumerate(VARY_CHOICES):
@@ -430,20 +415,6 @@ def measure_latency_all(
         def sweep_progress(_done: int, _total: int, description: str, index: int = index) -> None:
             report(index, len(VARY_CHOICES), description)
 
-        sweeps.append(
-            measure_latency_sweep(
-                vary,
-                config,
-                batch=batch,
-                seq_len=seq_len,
-                device=device,
-                dtype=dtype,
-                compile=compile,
-                budget_s=budget_s,
-                target_rel_ci=target_rel_ci,
-                warmup=warmup,
-                progress=sweep_progress,
-            )
-        )
+        sweeps.append(measure_latency_sweep(vary, config, timing, progress=sweep_progress))
     report(len(VARY_CHOICES), len(VARY_CHOICES), "done")
     return LatencyReport(sweeps=sweeps, influences=[influence(s) for s in sweeps])

@@ -136,7 +136,7 @@ def measure_params(
     batch: int = 1,
 ) -> ParamsReport:
     """Count the parameters and measure the memory of building the model and of one forward pass."""
-    seq_len = config.max_seq_len if seq_len is None else seq_len
+    seq_len = config.sequence_length(seq_len)
     if device.type == "cuda":
         model, memory = _measure_cuda(config, device, dtype, seq_len, batch)
     else:
