@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import math
+import time
+
+import numpy as np
 import pytest
 import torch
 from reference import hf_gpt2
+from tiny import TINY
 from torch.utils.flop_counter import FlopCounterMode
 
 from toolkit import ModelConfig
-from toolkit.flops import FLOP_CONVENTION, forward_flops
+from toolkit.flops import FLOP_CONVENTION, forward_flops, matmul_operands, matmul_rate_gflops
+
+CPU = torch.device("cpu")
 
 CONFIGS = [
-    ModelConfig(vocab_size=61, max_seq_len=32, d_model=24, n_heads=3, n_layers=2, d_mlp=40),
+    TINY,
     ModelConfig(vocab_size=100, max_seq_len=64, d_model=32, n_heads=1, n_layers=1, d_mlp=128),
     ModelConfig(vocab_size=37, max_seq_len=16, d_model=48, n_heads=8, n_layers=3, d_mlp=20),
 ]
@@ -45,3 +52,20 @@ def test_forward_flops_components_and_defaults() -> None:
     assert count.per_token == count.total / tokens
     assert count.to_dict()["convention"] == FLOP_CONVENTION
     assert "full S×S" in FLOP_CONVENTION
+
+
+def test_matmul_rate_is_positive() -> None:
+    """The machine's matmul rate is a finite positive number of GFLOP/s."""
+    rate = matmul_rate_gflops(CPU, torch.float32, size=64, budget_s=0.05)
+    assert math.isfinite(rate)
+    assert rate > 0
+    # The rate is 2·n³ FLOP over the median time of that product, timed here independently.
+    a, b = matmul_operands(CPU, torch.float32, 64)
+    assert a.shape == b.shape == (64, 64)
+    times = []
+    for _ in range(50):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        times.append(time.perf_counter() - start)
+    independent = 2 * 64**3 / float(np.median(times)) / 1e9
+    assert independent / 20 < rate < independent * 20  # same order of magnitude on a noisy machine

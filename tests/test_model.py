@@ -5,13 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 from reference import matched_pair
+from tiny import TINY
 
 from toolkit import ModelConfig, Transformer
 from toolkit.errors import InputError
 
 HF_CONFIGS = {
     "default": ModelConfig(),
-    "tiny-3-heads": ModelConfig(vocab_size=61, max_seq_len=32, d_model=24, n_heads=3, n_layers=2, d_mlp=40),
+    "tiny-3-heads": TINY,
     "one-head-one-layer": ModelConfig(
         vocab_size=17, max_seq_len=9, d_model=8, n_heads=1, n_layers=1, d_mlp=5
     ),

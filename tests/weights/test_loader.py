@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import copy
 import filecmp
-import json
 import subprocess
 import sys
 from importlib import resources
@@ -13,8 +11,9 @@ from typing import Any
 
 import pytest
 import torch
-from reference import hf_gpt2, randomize_
+from checkpoints import RunsCode, gpt2, gpt2_examples, mapping_file, to_supplied, write_pair
 from safetensors.torch import save_file
+from tiny import TINY
 from transformers import GPT2LMHeadModel
 
 from toolkit import ModelConfig
@@ -30,102 +29,7 @@ from toolkit.weights import (
     write_examples,
 )
 
-ROOT = Path(__file__).resolve().parent.parent
-TINY = ModelConfig(vocab_size=61, max_seq_len=32, d_model=24, n_heads=3, n_layers=2, d_mlp=40)
-LENGTHS = (1, 5, TINY.max_seq_len)
-
-
-# --------------------------------------------------------------------------------------------------
-# Independent helpers: GPT-2 -> supplied format, written key by key from SPEC.md's table
-
-
-def head_major(fused: torch.Tensor, n_heads: int) -> torch.Tensor:
-    """[Q heads | K heads | V heads] on the last axis -> [head 0: q k v | head 1: q k v | ...]."""
-    d = fused.shape[-1] // 3
-    head_dim = d // n_heads
-    order = [
-        part * d + head * head_dim + j
-        for head in range(n_heads)
-        for part in range(3)
-        for j in range(head_dim)
-    ]
-    return fused[..., order]
-
-
-def to_supplied(
-    hf: GPT2LMHeadModel, layout: str = "qkv-major", bias_2d: bool = False
-) -> dict[str, torch.Tensor]:
-    """GPT-2's weights under SPEC.md's supplied names; Conv1D already stores [in, out] for x @ W."""
-
-    def bias(tensor: torch.Tensor) -> torch.Tensor:
-        return tensor.unsqueeze(0) if bias_2d else tensor
-
-    gpt = hf.transformer
-    state = {
-        "transformer.word_embeddings.weight": gpt.wte.weight,
-        "transformer.positional_embeddings.weight": gpt.wpe.weight,
-        "transformer.final_ln.weight": gpt.ln_f.weight,
-        "transformer.final_ln.bias": gpt.ln_f.bias,
-        "lm_head.weight": hf.lm_head.weight,
-    }
-    for i, block in enumerate(gpt.h):
-        qkv_weight, qkv_bias = block.attn.c_attn.weight, block.attn.c_attn.bias
-        if layout == "head-major":
-            qkv_weight, qkv_bias = (
-                head_major(qkv_weight, hf.config.n_head),
-                head_major(qkv_bias, hf.config.n_head),
-            )
-        p = f"transformer.h.{i}."
-        state |= {
-            p + "pre_attn_ln.weight": block.ln_1.weight,
-            p + "pre_attn_ln.bias": block.ln_1.bias,
-            p + "attn.qkv_proj.weight": qkv_weight,
-            p + "attn.qkv_proj.bias": bias(qkv_bias),
-            p + "attn.out_proj.weight": block.attn.c_proj.weight,
-            p + "attn.out_proj.bias": bias(block.attn.c_proj.bias),
-            p + "pre_mlp_ln.weight": block.ln_2.weight,
-            p + "pre_mlp_ln.bias": block.ln_2.bias,
-            p + "mlp.up_proj.weight": block.mlp.c_fc.weight,
-            p + "mlp.up_proj.bias": bias(block.mlp.c_fc.bias),
-            p + "mlp.down_proj.weight": block.mlp.c_proj.weight,
-            p + "mlp.down_proj.bias": bias(block.mlp.c_proj.bias),
-        }
-    return {k: v.detach().clone().contiguous() for k, v in state.items()}
-
-
-@torch.no_grad()
-def gpt2_examples(hf: GPT2LMHeadModel, lengths: tuple[int, ...] = LENGTHS, seed: int = 1) -> list[Example]:
-    """Random ids and GPT-2's logits for them, computed in float64."""
-    hf64 = copy.deepcopy(hf).double()
-    generator = torch.Generator().manual_seed(seed)
-    examples = []
-    for length in lengths:
-        ids = torch.randint(0, hf.config.vocab_size, (length,), generator=generator)
-        examples.append(Example(ids, hf64(ids.unsqueeze(0)).logits[0].float()))
-    return examples
-
-
-def gpt2(config: ModelConfig = TINY, seed: int = 0) -> GPT2LMHeadModel:
-    hf = hf_gpt2(config)
-    randomize_(hf, seed)
-    return hf
-
-
-def write_pair(folder: Path, state: dict[str, torch.Tensor], examples: list[Example]) -> tuple[Path, Path]:
-    save_file(state, str(folder / "ckpt.safetensors"))
-    write_examples(examples, folder / "examples.safetensors")
-    return folder / "ckpt.safetensors", folder / "examples.safetensors"
-
-
-def mapping_file(folder: Path, edit: Any) -> Path:
-    """The built-in mapping, changed by ``edit(data)``, written to ``folder``."""
-    data = json.loads(
-        resources.files("toolkit").joinpath("data/keys_mapping.json").read_text(encoding="utf-8")
-    )
-    edit(data)
-    path = folder / "mapping.json"
-    path.write_text(json.dumps(data), encoding="utf-8")
-    return path
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -272,6 +176,7 @@ def test_length_one_examples_cannot_tell_heads_apart(tmp_path: Path) -> None:
 
 
 def test_no_examples_uses_default_heads(tiny: tuple[GPT2LMHeadModel, Path, Path]) -> None:
+    """Without examples the head count is the default, 2, and nothing is verified."""
     _, weights, _ = tiny
     _, report = load_checkpoint(weights)
     assert report.n_heads_source == "default"
@@ -281,6 +186,7 @@ def test_no_examples_uses_default_heads(tiny: tuple[GPT2LMHeadModel, Path, Path]
 
 
 def test_heads_not_dividing_d_model(tiny: tuple[GPT2LMHeadModel, Path, Path]) -> None:
+    """A head count that does not divide d_model is a ConfigError."""
     _, weights, _ = tiny
     with pytest.raises(ConfigError, match="not divisible by n_heads=5"):
         load_checkpoint(weights, n_heads=5)
@@ -333,6 +239,7 @@ def test_export_keeps_non_shape_fields(tmp_path: Path) -> None:
 def test_missing_extra_and_misshapen_keys_all_listed(
     tmp_path: Path, tiny: tuple[GPT2LMHeadModel, Path, Path]
 ) -> None:
+    """Every missing, unexpected and misshapen key is listed in one error."""
     hf, _, _ = tiny
     state = to_supplied(hf)
     del state["transformer.h.1.pre_mlp_ln.bias"]
@@ -349,6 +256,7 @@ def test_missing_extra_and_misshapen_keys_all_listed(
 
 
 def test_lm_head_must_equal_embeddings(tmp_path: Path, tiny: tuple[GPT2LMHeadModel, Path, Path]) -> None:
+    """An LM head that differs from the word embeddings is refused: the model ties them."""
     hf, _, _ = tiny
     state = to_supplied(hf)
     state["lm_head.weight"] = state["lm_head.weight"] + 1.0
@@ -359,17 +267,8 @@ def test_lm_head_must_equal_embeddings(tmp_path: Path, tiny: tuple[GPT2LMHeadMod
         load_checkpoint(tmp_path / "untied.safetensors")
 
 
-class RunsCode:
-    """Unpickling this calls open(marker, 'w'), creating the marker file: code that runs on load."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple[Any, tuple[str, str]]:
-        return (open, (str(self.marker), "w"))
-
-
 def test_pickled_callable_refused_not_run(tmp_path: Path) -> None:
+    """A .pt file holding a callable is refused without running it."""
     marker = tmp_path / "ran"
     torch.save({"transformer.word_embeddings.weight": RunsCode(marker)}, tmp_path / "evil.pt")
     with pytest.raises(WeightsError, match="refusing"):
@@ -382,6 +281,7 @@ def test_pickled_callable_refused_not_run(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
 def test_truncated_file(tmp_path: Path, suffix: str, tiny: tuple[GPT2LMHeadModel, Path, Path]) -> None:
+    """A truncated checkpoint is one clear WeightsError, for safetensors and torch files."""
     hf, _, _ = tiny
     full = tmp_path / f"full{suffix}"
     if suffix == ".pt":
@@ -395,6 +295,7 @@ def test_truncated_file(tmp_path: Path, suffix: str, tiny: tuple[GPT2LMHeadModel
 
 
 def test_examples_with_wrong_vocabulary(tmp_path: Path, tiny: tuple[GPT2LMHeadModel, Path, Path]) -> None:
+    """Examples whose logits have another vocabulary belong to another model."""
     _, weights, _ = tiny
     write_examples([Example(torch.tensor([1, 2]), torch.zeros(2, 60))], tmp_path / "other.safetensors")
     with pytest.raises(WeightsError, match="vocabulary 60 but the checkpoint's is 61"):
@@ -402,6 +303,7 @@ def test_examples_with_wrong_vocabulary(tmp_path: Path, tiny: tuple[GPT2LMHeadMo
 
 
 def test_examples_too_long_or_out_of_range(tmp_path: Path, tiny: tuple[GPT2LMHeadModel, Path, Path]) -> None:
+    """Examples longer than max_seq_len or with ids outside the vocabulary are refused."""
     _, weights, _ = tiny
     write_examples(
         [Example(torch.zeros(33, dtype=torch.long), torch.zeros(33, 61))], tmp_path / "long.safetensors"
@@ -427,12 +329,14 @@ def test_examples_too_long_or_out_of_range(tmp_path: Path, tiny: tuple[GPT2LMHea
 def test_bad_mapping(
     tmp_path: Path, tiny: tuple[GPT2LMHeadModel, Path, Path], edit: Any, message: str
 ) -> None:
+    """A malformed key mapping is refused with what is wrong in it."""
     _, weights, _ = tiny
     with pytest.raises(WeightsError, match=message):
         load_checkpoint(weights, mapping=mapping_file(tmp_path, edit))
 
 
 def test_files_that_cannot_be_read(tmp_path: Path, tiny: tuple[GPT2LMHeadModel, Path, Path]) -> None:
+    """Missing files, wrong suffixes and non-tensor content are one clear error each."""
     _, weights, _ = tiny
     with pytest.raises(WeightsError, match="does not exist"):
         load_checkpoint(tmp_path / "nothing.safetensors")

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from cli_checks import TINY_FLAGS, assert_one_line_error
+from cli_checks import assert_one_line_error
+from tiny import TINY_FLAGS
 from typer.testing import CliRunner
 
 from toolkit import __version__
@@ -155,7 +156,7 @@ def test_params_takes_config_from_weights(tmp_path: Path) -> None:
 
 def test_params_shipped_weights() -> None:
     """The shipped supplied-format checkpoint gives the reference model's 3,156,992 parameters."""
-    shipped = Path(__file__).resolve().parents[1] / "weights" / "reference_model.safetensors"
+    shipped = Path(__file__).resolve().parents[2] / "weights" / "reference_model.safetensors"
     result = runner.invoke(app, ["params", "--weights", str(shipped), "--no-measure", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["total_params"] == 3_156_992

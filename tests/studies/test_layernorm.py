@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from toolkit import ModelConfig, memory
+from toolkit import ModelConfig
 from toolkit.errors import ConfigError, DataError
 from toolkit.studies import layernorm as study
 
@@ -28,6 +28,7 @@ TINY_TRAINING = study.TrainingSettings(
 
 @pytest.fixture(scope="module")
 def small_corpus() -> study.Corpus:
+    """200 KB of the standard library's source, split by file."""
     return study.stdlib_corpus(max_bytes=200_000)
 
 
@@ -49,6 +50,7 @@ def test_reference_equals_torch_layer_norm_in_float64() -> None:
 
 @pytest.fixture(scope="module")
 def numerics() -> study.NumericsResult:
+    """The numerics part of the study, run once for this module."""
     return study.check_numerics(CPU, shape=(64, 512))
 
 
@@ -82,6 +84,7 @@ def test_one_pass_variance_fails_at_large_offsets(numerics: study.NumericsResult
 
 
 def test_numerics_json_and_frame(numerics: study.NumericsResult) -> None:
+    """The numerics result serialises to JSON and to a DataFrame with one row per case."""
     data = numerics.to_dict()
     assert data["shape"] == [64, 512]
     assert {"case", "output_error", "bitwise_equal_pct"} <= set(data["rows"][0])
@@ -91,29 +94,6 @@ def test_numerics_json_and_frame(numerics: study.NumericsResult) -> None:
 # --------------------------------------------------------------------------------------------
 # Memory
 # --------------------------------------------------------------------------------------------
-
-
-def test_saved_tensor_bytes_counts_distinct_storages() -> None:
-    """x * x saves x twice (one storage): its bytes once; exclude removes the input's share."""
-    x = torch.randn(100, 10, requires_grad=True)
-    total, beyond = memory.saved_tensor_bytes(lambda: x * x, exclude=(x,))
-    assert total == 100 * 10 * 4
-    assert beyond == 0
-    total, beyond = memory.saved_tensor_bytes(lambda: (x * 2).exp(), exclude=(x,))
-    assert total == beyond == 100 * 10 * 4  # exp saves its output
-
-
-def test_peak_memory_counts_new_storages_not_views() -> None:
-    """A 4 MB tensor made inside counts; views and in-place results of old tensors do not."""
-    old = torch.zeros(1_000_000)
-    with memory.peak_memory(CPU) as peak:
-        view = old.view(1000, 1000).T
-        old.add_(1.0)
-        new = torch.ones(1_000_000)
-        del new
-        again = torch.ones(500_000)
-    assert peak() == 4_000_000
-    del view, again
 
 
 def test_memory_study_custom_keeps_no_more_than_torch() -> None:
@@ -162,6 +142,7 @@ def test_speed_study_rows_and_bandwidth() -> None:
 
 
 def test_speed_refuses_unavailable_backend() -> None:
+    """Timing a backend that cannot run on the device is a ConfigError naming the available ones."""
     with pytest.raises(ConfigError, match="not available"):
         study.measure_speed(CPU, shapes=[(8, 8)], backends=["triton"])
 
@@ -182,6 +163,7 @@ def test_stdlib_corpus_is_deterministic_and_split_by_file(small_corpus: study.Co
 
 
 def test_text_corpus_splits_the_tail_and_reports_bad_files(tmp_path: Path) -> None:
+    """A text file's last 10% is validation; a missing file is a DataError."""
     path = tmp_path / "text.txt"
     path.write_bytes(bytes(range(100)) * 10)
     corpus = study.text_corpus(path)
@@ -213,6 +195,7 @@ def test_steps_to_fraction_and_detrended_std_on_known_curves() -> None:
 
 
 def test_training_settings_are_validated() -> None:
+    """Unknown norms, impossible sizes and a negative learning rate are refused."""
     with pytest.raises(ConfigError, match="unknown norm"):
         study.TrainingSettings(norms=("layer",))
     with pytest.raises(ConfigError, match="divisible"):

@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 import torch
+from checkpoints import RunsCode, gpt2, gpt2_examples, to_supplied, write_pair
 from cli_checks import assert_one_line_error
 from safetensors.torch import save_file
-from test_weights import TINY, RunsCode, gpt2, gpt2_examples, to_supplied, write_pair
+from tiny import TINY
 from typer.testing import CliRunner
 
 from toolkit import ModelConfig
@@ -18,7 +19,7 @@ from toolkit.cli import app
 from toolkit.weights import Example, write_examples
 
 runner = CliRunner()
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE_KEYS = {"seq_len", "max_abs_diff", "rmse", "passed"}
 
 
@@ -59,6 +60,7 @@ def test_shipped_files_found_from_another_directory(monkeypatch: pytest.MonkeyPa
 
 
 def test_tables_show_search_and_verdict(tiny: tuple[Path, Path]) -> None:
+    """Without --json: the config, the head-search table, the examples and the verdict."""
     weights, examples = tiny
     result = _run("--weights", str(weights), "--examples", str(examples), "--device", "cpu")
     assert result.exit_code == 0, result.output

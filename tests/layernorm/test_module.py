@@ -9,7 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from strategies import CPU_BACKENDS, layer_norm_cases
+from tiny import TINY
 
 from toolkit import ModelConfig, Transformer
 from toolkit.errors import BackendError, ConfigError, InputError
@@ -17,7 +18,6 @@ from toolkit.layernorm import BACKENDS, LayerNorm, available_backends, layer_nor
 from toolkit.memory import saved_tensor_bytes
 from toolkit.studies.layernorm import reference_layer_norm
 
-CPU_BACKENDS = available_backends("cpu")
 HYPOTHESIS = settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True
 )
@@ -36,33 +36,6 @@ def _compile_kernels() -> None:
         for rows in (4, 1024):
             x = torch.randn(rows, 64, dtype=dtype, requires_grad=True)
             layer_norm(x, 64, backend="numba").sum().backward()
-
-
-# --------------------------------------------------------------------------------------------
-# Strategies
-# --------------------------------------------------------------------------------------------
-
-
-@st.composite
-def layer_norm_cases(draw: st.DrawFn) -> dict[str, Any]:
-    """An input of 0-2 leading dims and 1-2 normalised dims, a dtype, an offset and affine options."""
-    dtype = draw(st.sampled_from([torch.float32, torch.float64, torch.bfloat16]))
-    normalized = tuple(draw(st.lists(st.integers(1, 40), min_size=1, max_size=2)))
-    if draw(st.booleans()):
-        normalized = (draw(st.integers(1, 600)),)
-    leading = tuple(draw(st.lists(st.integers(1, 9), min_size=0, max_size=2)))
-    offsets = [0.0, 3.0] if dtype == torch.bfloat16 else [0.0, 100.0, 1000.0]
-    return {
-        "dtype": dtype,
-        "shape": leading + normalized,
-        "normalized": normalized,
-        "offset": draw(st.sampled_from(offsets)),
-        "scale": draw(st.sampled_from([1.0, 1e-3, 50.0])),
-        "affine": draw(st.booleans()),
-        "bias": draw(st.booleans()),
-        "backend": draw(st.sampled_from(CPU_BACKENDS)),
-        "seed": draw(st.integers(0, 2**16)),
-    }
 
 
 def _modules(case: dict[str, Any]) -> tuple[torch.nn.LayerNorm, LayerNorm]:
@@ -315,7 +288,7 @@ def test_saved_bytes_no_more_than_torch() -> None:
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_custom_norm_model_equals_torch_norm_model(dtype: torch.dtype) -> None:
     """A Transformer with norm="custom" and the same weights gives the same logits and gradients."""
-    config = ModelConfig(vocab_size=61, max_seq_len=32, d_model=24, n_heads=3, n_layers=2, d_mlp=40)
+    config = TINY
     torch_model = Transformer(config).to(dtype)
     custom_model = Transformer(config.replace(norm="custom")).to(dtype)
     custom_model.load_state_dict(torch_model.state_dict())

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 import torch
-from cli_checks import TINY_FLAGS, assert_one_line_error
+from cli_checks import assert_one_line_error
+from tiny import TINY_FLAGS
 from typer.testing import CliRunner
 
 from toolkit.cli import app
@@ -23,6 +24,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture
 def restore_threads() -> Iterator[None]:
+    """Put torch's thread count back after a test that sets --threads."""
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)

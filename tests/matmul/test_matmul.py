@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from strategies import dims, splits, worker_counts
 
 from toolkit.errors import InputError, WorkerDiedError
 from toolkit.matmul.kernels import blas_kernel, naive_kernel, naive_matmul
@@ -25,9 +26,6 @@ from toolkit.matmul.verify import check_representable, compare_exact, compare_to
 from toolkit.studies.matmul import MatmulSettings, make_inputs, run_matmul
 
 # Shapes that include 1×1, primes, and more workers than any dimension.
-dims = st.integers(min_value=1, max_value=23)
-worker_counts = st.integers(min_value=1, max_value=9)
-splits = st.sampled_from(SPLITS)
 
 
 def int_inputs(n: int, k: int, m: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -265,6 +263,7 @@ def test_attached_array_is_mapped_before_the_first_write() -> None:
 
 @pytest.fixture(scope="module")
 def pool() -> Iterator[MatmulPool]:
+    """One process pool shared by the pool tests of this module."""
     with MatmulPool(3, 1) as started:
         started.start()
         yield started

@@ -144,6 +144,7 @@ class Run:
 
 @pytest.fixture
 def run_factory(tmp_path: Path) -> Iterator[list[Run]]:
+    """Start toolkit commands as real processes; kill any left running at the end."""
     runs: list[Run] = []
     yield runs
     for run in runs:  # never leave a stray process or segment behind, whatever failed

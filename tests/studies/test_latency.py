@@ -5,29 +5,24 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from matplotlib.figure import Figure
 
 from toolkit import ModelConfig
 from toolkit.cli.latency import parse_values
 from toolkit.errors import SweepError
 from toolkit.flops import forward_flops
-from toolkit.plots.latency import AXIS_LABELS, LATENCY_LABEL, latency_figure, save_latency_plot
 from toolkit.studies.latency import (
     DEFAULT_VALUES,
     VARY_CHOICES,
     LatencyResult,
     fit_trend,
     influence,
-    measure_latency_sweep,
     sweep_configs,
 )
-from toolkit.studies.settings import ForwardTiming
-from toolkit.tables.latency import context_text, latency_table, trend_text
+from toolkit.tables.latency import context_text
 
 CPU = torch.device("cpu")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -91,13 +86,6 @@ def test_default_values_fit_the_default_config() -> None:
         assert len(sweep_configs(vary, DEFAULT_VALUES[vary], ModelConfig(), 1, 1024)) >= 4
 
 
-@pytest.fixture(scope="module")
-def tiny_sweep() -> LatencyResult:
-    config = ModelConfig(vocab_size=61, max_seq_len=32, d_model=24, n_heads=3, n_layers=2, d_mlp=40)
-    timing = ForwardTiming(device=CPU, budget_s=0.0, warmup=1)
-    return measure_latency_sweep("layers", config, timing, values=[1, 2, 4], matmul_size=64)
-
-
 def test_tiny_sweep_rows_and_derived_rates(tiny_sweep: LatencyResult) -> None:
     """One row per value with its own config; tokens/s and GFLOP/s follow from the median and FLOPs."""
     rows = tiny_sweep.rows()
@@ -147,19 +135,6 @@ def test_influence_of_seq_len_uses_the_quadratic(tiny_sweep: LatencyResult) -> N
     assert item.slope_ms == pytest.approx(b + 2 * c * 1024)
 
 
-def test_plot_is_png_with_labelled_axes(tiny_sweep: LatencyResult, tmp_path: Path) -> None:
-    """The figure has the swept parameter and latency (ms) on its axes; the file is a PNG."""
-    figure = latency_figure(tiny_sweep)
-    assert isinstance(figure, Figure)
-    ax = figure.axes[0]
-    assert ax.get_xlabel() == AXIS_LABELS["layers"]
-    assert ax.get_ylabel() == LATENCY_LABEL
-    assert "(ms)" in LATENCY_LABEL
-    assert "d=24" in ax.get_title()
-    path = save_latency_plot(tiny_sweep, f"{tmp_path}/sweep.png")
-    assert path.read_bytes()[:8] == PNG_SIGNATURE
-
-
 def test_compile_time_is_reported_apart(tiny_sweep: LatencyResult) -> None:
     """A compiled sweep states each value's compile time on its own line, apart from the latency."""
     points = [dataclasses.replace(p, compile_s=1.5 + i) for i, p in enumerate(tiny_sweep.points)]
@@ -169,12 +144,3 @@ def test_compile_time_is_reported_apart(tiny_sweep: LatencyResult) -> None:
     )
     assert "torch.compile" not in context_text(tiny_sweep)
     assert [row["compile_s"] for row in compiled.rows()] == [1.5, 2.5, 3.5]
-
-
-def test_table_and_trend_text(tiny_sweep: LatencyResult) -> None:
-    """The table has a row per value; the trend text states the fit and the exponent."""
-    table = latency_table(tiny_sweep)
-    assert table.row_count == 3
-    text = trend_text(tiny_sweep)
-    assert "ms × layers" in text
-    assert "log-log" in text

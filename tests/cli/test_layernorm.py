@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_checks import assert_one_line_error
 from click.testing import Result
 from typer.testing import CliRunner
 
@@ -102,15 +103,11 @@ def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str, tmp_pat
     result = _invoke(
         ["--device", "cpu", "--no-numerics", "--no-speed", "--no-memory", "--plots-dir", str(tmp_path), *args]
     )
-    assert result.exit_code == 2
-    assert message in result.stderr
-    assert len(result.stderr.strip().splitlines()) == 1
-    assert "Traceback" not in result.stderr
+    assert_one_line_error(result, message)
     assert not any(tmp_path.iterdir())
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
 def test_cuda_without_gpu_is_refused() -> None:
-    result = _invoke(["--device", "cuda", "--no-train"])
-    assert result.exit_code == 2
-    assert "no CUDA GPU" in result.stderr
+    """--device cuda on a machine without a GPU is one line and exit 2."""
+    assert_one_line_error(_invoke(["--device", "cuda", "--no-train"]), "no CUDA GPU")

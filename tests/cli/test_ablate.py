@@ -9,14 +9,14 @@ from typing import Any
 import pytest
 import torch
 from cli_checks import assert_one_line_error
+from tiny import TINY
 from typer.testing import CliRunner
 
-from toolkit import ModelConfig, Transformer
+from toolkit import Transformer
 from toolkit.cli import app
 from toolkit.weights import Example, export_checkpoint, write_examples
 
 runner = CliRunner()
-TINY = ModelConfig(vocab_size=61, max_seq_len=32, d_model=24, n_heads=3, n_layers=2, d_mlp=40)
 ROW_KEYS = {
     "change",
     "rmse",

@@ -1,0 +1,18 @@
+"""The tiny model every fast test uses, as a config and as the command-line flags that build it."""
+
+from __future__ import annotations
+
+from toolkit import ModelConfig
+
+TINY = ModelConfig(vocab_size=61, max_seq_len=32, d_model=24, n_heads=3, n_layers=2, d_mlp=40)
+
+_FLAGS = {
+    "--vocab": TINY.vocab_size,
+    "--max-seq-len": TINY.max_seq_len,
+    "--d-model": TINY.d_model,
+    "--heads": TINY.n_heads,
+    "--layers": TINY.n_layers,
+    "--mlp": TINY.d_mlp,
+}
+TINY_FLAGS = [item for flag, value in _FLAGS.items() for item in (flag, str(value))]
+"""The model flags of the commands that build ``TINY``."""
