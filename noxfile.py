@@ -1,4 +1,4 @@
-"""Developer sessions: `nox -s tests`, `lint`, `typecheck`, `smoke`, `bench` (`nox -l` lists them).
+"""Developer sessions: `nox -s tests`, `lint`, `typecheck`, `smoke`, `bench`, `docs` (`nox -l` lists them).
 
 PyTorch is installed first from TOOLKIT_TORCH (default ``torch==2.13.0``, the CPU build on our
 machines); set e.g. ``TOOLKIT_TORCH="torch>=2.4"`` to let pip choose a CUDA build instead.
@@ -89,3 +89,10 @@ def bench(session: nox.Session) -> None:
     scripts = session.posargs or sorted(str(p) for p in Path("tests/bench").glob("bench_*.py"))
     for script in scripts:
         session.run("python", script)
+
+
+@nox.session(python=PYTHON)
+def docs(session: nox.Session) -> None:
+    """Rewrite docs/<command>.md from real runs of every command (a few minutes on 2 cores)."""
+    _install(session, "test")
+    session.run("python", "scripts/make_docs.py", *session.posargs)

@@ -7,9 +7,9 @@ order: weights and embeddings N(0, 0.02) as GPT-2 initialises them, and, so that
 can hide behind a zero or a one, LayerNorm gains 1 + N(0, 0.2), LayerNorm biases N(0, 0.2) and every
 linear bias N(0, 0.1). The logits are computed in float64 and stored as float32.
 
-The model is written in SPEC.md's supplied format: the other team's key names, weights stored for
-``x @ W`` ([in, out], which is GPT-2's Conv1D layout already), q|k|v fused, the attention biases as
-[1, n] and the LM head stored beside the (equal) word embeddings.
+The model is written in the supplied format (docs/reference.md): the other team's key names,
+weights stored for ``x @ W`` ([in, out], which is GPT-2's Conv1D layout already), q|k|v fused,
+the attention biases as [1, n] and the LM head stored beside the (equal) word embeddings.
 
 Writes (rerunning gives the same bytes):
     weights/reference_model.safetensors     the checkpoint (float32)

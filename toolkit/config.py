@@ -1,6 +1,6 @@
 """ModelConfig: the reference transformer's sizes and its architecture variants, validated.
 
-Every ablation of SPEC.md is a field here and is read by the one model in ``model.py``:
+Every ablation of docs/reference.md is a field here and is read by the one model in ``model.py``:
 ``norm_eps``, ``scale_attention``, ``gelu`` and ``residual``. None of them changes the weights,
 so one checkpoint serves every variant (``config.replace(norm_eps=1e-4)``).
 """
@@ -27,7 +27,7 @@ _SIZE_FIELDS = ("vocab_size", "max_seq_len", "d_model", "n_heads", "n_layers", "
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Sizes and variants of the GPT-2-style reference model (defaults: SPEC.md, ~3.16 M params)."""
+    """Sizes and variants of the GPT-2-style reference model (defaults: docs/reference.md, ~3.16 M params)."""
 
     vocab_size: int = 512
     max_seq_len: int = 1024

@@ -1,4 +1,4 @@
-"""The reference transformer of SPEC.md: GPT-2-style, decoder-only, batch-first, pre-LayerNorm.
+"""The reference transformer of docs/reference.md: GPT-2-style, decoder-only, batch-first, pre-LayerNorm.
 
     h = E_word[ids] + E_pos[0..S-1]
     for each block:  t = h + Attn(LN1(h));  h = t + MLP(LN2(t))

@@ -15,7 +15,7 @@ from toolkit.config import ModelConfig, from_dict, load_config
 from toolkit.device import DEVICE_CHOICES, DTYPES
 from toolkit.errors import ConfigError
 
-MODEL = "Model (defaults: SPEC.md's reference model)"
+MODEL = "Model (defaults: the reference model of docs/reference.md)"
 
 Vocab = Annotated[
     int | None, typer.Option("--vocab", help="Vocabulary size (default 512).", rich_help_panel=MODEL)

@@ -1,4 +1,4 @@
-"""What each architecture change of SPEC.md does to a trained model's outputs and to its latency.
+"""What each architecture change of docs/reference.md does to a trained model's outputs and to its latency.
 
 A variant is the base config with one field changed (``ModelConfig.replace``); it is built as its
 own :class:`Transformer` and given the base model's state dict, so every variant has exactly the
@@ -30,7 +30,7 @@ from toolkit.timing.machine import capture_context
 from toolkit.timing.stats import Caution, Comparison
 
 CLASSIC_EPS = 1e-4
-"""The eps of the classic study (SPEC.md: LayerNorm eps 1e-5 -> 1e-4)."""
+"""The eps of the classic study (docs/reference.md: LayerNorm eps 1e-5 -> 1e-4)."""
 
 
 def format_eps(eps: float) -> str:
@@ -71,7 +71,7 @@ def norm_variant(norm: str) -> Variant:
 
 
 def classic_variants() -> list[Variant]:
-    """SPEC.md's classic suite: eps 1e-4, no-scale, tanh GELU and the three residual wirings."""
+    """The classic suite (docs/reference.md): eps 1e-4, no-scale, tanh GELU and the three residual wirings."""
     return [
         eps_variant(CLASSIC_EPS),
         no_scale_variant(),

@@ -1,11 +1,12 @@
 """Checkpoints: reading them safely, mapping foreign keys, inferring the config, verifying, exporting.
 
-A checkpoint in SPEC.md's supplied format is read as plain tensors (``.safetensors``, or ``.pt``/``.pth``
-through ``torch.load(weights_only=True)``, which refuses anything that would run code), matched key by
-key against a readable mapping (``keys_mapping.json``: foreign key -> toolkit parameter, through named
-transforms), and the model's sizes are read off the shapes. The head count is in no shape: it is given
-(``n_heads``), stored in a toolkit export, found by trying every divisor of d_model against reference
-examples, or the default. Reference examples (``input_ids`` and the ``logits`` another implementation
+A checkpoint in the supplied format (docs/reference.md) is read as plain tensors
+(``.safetensors``, or ``.pt``/``.pth`` through ``torch.load(weights_only=True)``, which refuses
+anything that would run code), matched key by key against a readable mapping
+(``keys_mapping.json``: foreign key -> toolkit parameter, through named transforms), and the
+model's sizes are read off the shapes. The head count is in no shape: it is given (``n_heads``),
+stored in a toolkit export, found by trying every divisor of d_model against reference examples,
+or the default. Reference examples (``input_ids`` and the ``logits`` another implementation
 computed for them) then prove that the loaded model reproduces them.
 
 Examples files: ``.safetensors`` with tensors ``input_ids_<i>`` (int64 [S]) and ``logits_<i>``

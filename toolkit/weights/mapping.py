@@ -58,7 +58,7 @@ class KeyMapping:
 
 
 def read_mapping(path: str | Path | None = None) -> KeyMapping:
-    """The key mapping in ``path``, or the built-in mapping of SPEC.md's supplied format."""
+    """The key mapping in ``path``, or the built-in mapping of the supplied format (docs/reference.md)."""
     if path is None:
         text = resources.files("toolkit").joinpath("data/keys_mapping.json").read_text(encoding="utf-8")
         origin = BUILTIN_MAPPING
