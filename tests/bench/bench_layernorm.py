@@ -19,6 +19,7 @@ import torch
 
 from toolkit.device import resolve_device
 from toolkit.studies.layernorm import DEFAULT_SHAPES, PASSES, measure_speed
+from toolkit.tables.timing import caution_text
 
 CPU_TARGET_RATIO = 1.2
 CUDA_TARGET_RATIO = 1.0
@@ -70,8 +71,8 @@ def main() -> int:
         else f"custom forward+backward ≤ {CPU_TARGET_RATIO}× torch at every shape"
     )
     print(f"target ({targets}): {'MET' if met else 'NOT MET'}")
-    for warning in result.warnings[:5]:
-        print(f"warning: {warning}")
+    for caution in result.cautions[:5]:
+        print(f"warning: {caution_text(caution)}")
     return 0 if met else 1
 
 

@@ -32,6 +32,7 @@ from reference import copy_hf_into_toolkit, hf_gpt2, randomize_
 from toolkit import ModelConfig, Transformer
 from toolkit.device import device_name
 from toolkit.flops import FLOP_CONVENTION, forward_flops, matmul_operands
+from toolkit.tables.timing import caution_text
 from toolkit.timing import TimingContext, compare, configure_allocator
 
 SEQ_LEN, BATCH, MATMUL_N = 1024, 1, 1024
@@ -140,8 +141,8 @@ def main() -> int:
         f"{ours.median_ms - result.measurements['products only'].median_ms:.1f} ms of the model's "
         f"{ours.median_ms:.1f} ms"
     )
-    for warning in result.warnings:
-        print(f"warning: {warning}")
+    for caution in result.cautions():
+        print(f"warning: {caution_text(caution)}")
     return 0
 
 

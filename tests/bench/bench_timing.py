@@ -17,6 +17,7 @@ import torch
 
 from toolkit import ModelConfig, Transformer
 from toolkit.device import device_name
+from toolkit.tables.timing import caution_text
 from toolkit.timing import TimingContext, compare, configure_allocator, measure
 
 SLOWDOWN = 0.05
@@ -84,8 +85,8 @@ def main() -> int:
     found = slow.significant and slow.ci_low_pct <= 100 * SLOWDOWN <= slow.ci_high_pct
     print(f"target: A/A and 'same' not significant: {'met' if quiet else 'NOT met'}")
     print(f"target: +5% found significant, CI covering +5%: {'met' if found else 'NOT met'}")
-    for warning in result.warnings:
-        print(f"warning: {warning}")
+    for caution in result.cautions():
+        print(f"warning: {caution_text(caution)}")
     return 0
 
 

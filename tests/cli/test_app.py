@@ -186,3 +186,17 @@ def test_weights_conflicts_are_refused(tmp_path: Path, args: list[str], fragment
 def test_missing_weights_file() -> None:
     """A --weights path that does not exist: one line, exit 2."""
     assert_one_line_error(runner.invoke(app, ["params", "--weights", "/nope.safetensors"]), "does not exist")
+
+
+def test_help_reads_cleanly() -> None:
+    """Help lists the commands in the README's order and shows no type for flags."""
+    listing = runner.invoke(app, ["--help"]).stdout
+    order = ("params", "load-weights", "latency", "ablate", "layernorm-compare", "matmul")
+    rows = [
+        line.split()[1] for line in listing.splitlines() if line.startswith("│ ") and line.split()[1] in order
+    ]
+    assert tuple(rows) == order
+    for command in order:
+        text = runner.invoke(app, [command, "--help"]).stdout
+        assert "<bool>" not in text, command
+        assert "--help" in text

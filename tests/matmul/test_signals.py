@@ -224,3 +224,4 @@ def test_killed_worker_fails_with_a_clear_message(run_factory: list[Run], tmp_pa
     errors = [line for line in stderr.splitlines() if line.startswith("toolkit: error:")]
     assert len(errors) == 1, stderr
     assert f"pid {victim} was killed by SIGKILL" in errors[0]
+    assert "fewer --workers" in errors[0]

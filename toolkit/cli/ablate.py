@@ -3,29 +3,25 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import torch
 import typer
 
 from toolkit.cli import options as opt
 from toolkit.cli.app import app
 from toolkit.cli.output import Output
 from toolkit.config import GELU_VARIANTS, RESIDUAL_VARIANTS, ModelConfig
-from toolkit.device import resolve_device, resolve_dtype
 from toolkit.errors import WeightsError
-from toolkit.plots.ablation import DEFAULT_PATH, save_ablation_plot
-from toolkit.studies.ablation import run_ablation, select_variants, weight_sharing_norms
-from toolkit.studies.settings import ForwardTiming
-from toolkit.tables.ablation import latency_notes, latency_table, output_table, verdict_table, verdict_text
-from toolkit.weights import load_checkpoint, read_examples, shipped_files
+from toolkit.plots import ABLATION_PLOT
+
+if TYPE_CHECKING:
+    import torch
 
 VARIANTS = "Variants (none given: the classic suite)"
-TIMING = "Latency"
 
 _RESIDUALS = ", ".join(r for r in RESIDUAL_VARIANTS if r != "standard")
 _GELUS = ", ".join(g for g in GELU_VARIANTS if g != ModelConfig.gelu)
-_NORMS = ", ".join(n for n in weight_sharing_norms(ModelConfig()) if n != ModelConfig.norm) or "none yet"
+TIMING = "Latency"
 
 VariantEps = Annotated[
     float | None,
@@ -42,7 +38,8 @@ NoScale = Annotated[
     ),
 ]
 Gelu = Annotated[
-    str | None, typer.Option("--gelu", help=f"Variant: GELU form ({_GELUS}).", rich_help_panel=VARIANTS)
+    str | None,
+    typer.Option("--gelu", help=f"Variant: GELU form ({_GELUS}).", rich_help_panel=VARIANTS),
 ]
 Residual = Annotated[
     list[str] | None,
@@ -52,7 +49,12 @@ Residual = Annotated[
 ]
 Norm = Annotated[
     str | None,
-    typer.Option("--norm", help=f"Variant: norm implementation ({_NORMS}).", rich_help_panel=VARIANTS),
+    typer.Option(
+        "--norm",
+        help="Variant: norm implementation; only one with the checkpoint's norm parameters can share "
+        "its weights (custom, for a LayerNorm checkpoint).",
+        rich_help_panel=VARIANTS,
+    ),
 ]
 Latency = Annotated[
     bool,
@@ -90,10 +92,25 @@ def ablate_command(
     batch: opt.Batch = 1,
     budget: opt.Budget = 60.0,
     latency: Latency = True,
-    plot: PlotPath = DEFAULT_PATH,
+    plot: PlotPath = ABLATION_PLOT,
     no_plot: opt.NoPlot = False,
     json: opt.Json = False,
 ) -> None:
+    import torch
+
+    from toolkit.device import resolve_device, resolve_dtype
+    from toolkit.plots.ablation import save_ablation_plot
+    from toolkit.studies.ablation import run_ablation, select_variants
+    from toolkit.studies.settings import ForwardTiming
+    from toolkit.tables.ablation import (
+        latency_notes,
+        latency_table,
+        output_table,
+        verdict_table,
+        verdict_text,
+    )
+    from toolkit.weights import load_checkpoint, read_examples, shipped_files
+
     timing = (
         ForwardTiming(
             device=resolve_device(device),
@@ -145,6 +162,8 @@ def ablate_command(
 
 def _random_inputs(config: ModelConfig) -> list[torch.Tensor]:
     """Seeded random token ids of a few lengths (1, 64 and max_seq_len, those that fit)."""
+    import torch
+
     generator = torch.Generator().manual_seed(0)
     lengths = sorted({min(n, config.max_seq_len) for n in (*RANDOM_LENGTHS, config.max_seq_len)})
     return [torch.randint(0, config.vocab_size, (n,), generator=generator) for n in lengths]

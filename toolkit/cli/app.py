@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Annotated, Any
 
 import typer
+from typer import _click as click
 from typer.core import TyperGroup
 
 from toolkit import __version__
@@ -21,8 +22,24 @@ def fail(message: str, exit_code: int = 2) -> None:
     raise SystemExit(exit_code)
 
 
+COMMAND_ORDER = ("params", "load-weights", "latency", "ablate", "layernorm-compare", "matmul")
+"""The order of ``toolkit --help``: the README's, from a model's size to the parallel product."""
+
+
 class ToolkitGroup(TyperGroup):
     """Runs commands non-standalone so that every failure is turned into one line and a status."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        names = super().list_commands(ctx)
+        rank = {name: i for i, name in enumerate(COMMAND_ORDER)}
+        return sorted(names, key=lambda name: rank.get(name, len(rank)))
+
+    def _quiet_flags(self) -> None:
+        """Flags take no value, so help shows no type for them (Typer would print ``<bool>``)."""
+        for command in (self, *self.commands.values()):
+            for param in command.get_params(click.Context(command)):
+                if getattr(param, "is_flag", False) and param.metavar is None:
+                    param.metavar = ""
 
     def main(  # type: ignore[override]
         self,
@@ -32,6 +49,7 @@ class ToolkitGroup(TyperGroup):
         standalone_mode: bool = True,
         **extra: Any,
     ) -> Any:
+        self._quiet_flags()
         try:
             status = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except typer.TyperException as exc:  # usage errors: bad or missing options and values

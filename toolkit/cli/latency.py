@@ -4,29 +4,18 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Literal
 
-import torch
 import typer
 from rich.console import RenderableType
 
 from toolkit.cli import options as opt
 from toolkit.cli.app import app
 from toolkit.cli.output import Output
-from toolkit.device import resolve_device, resolve_dtype
 from toolkit.errors import SweepError
 from toolkit.files import atomic_path
 from toolkit.plots import PLOTS_DIR
-from toolkit.plots.latency import save_latency_plot
-from toolkit.studies.latency import (
-    DEFAULT_VALUES,
-    VARY_CHOICES,
-    LatencyReport,
-    measure_latency_all,
-    measure_latency_sweep,
-)
-from toolkit.studies.settings import ForwardTiming
-from toolkit.tables.latency import context_text, latency_table, summary_table, sweep_notes, trend_text
+from toolkit.studies.settings import DEFAULT_VALUES
 
 SWEEP = "Sweep"
 TIMING = "Timing"
@@ -38,11 +27,12 @@ Vary = Annotated[
     VaryName,
     typer.Option(
         "--vary",
-        help="The parameter to sweep; 'all' runs every sweep with its defaults and summarises.",
+        metavar="<param>",
+        help="The parameter to sweep: seq-len, vocab, d-model, heads, layers, mlp or batch; "
+        "all: every sweep with its defaults, and a summary.",
         rich_help_panel=SWEEP,
     ),
 ]
-assert get_args(VaryName) == (*VARY_CHOICES, "all")  # the Literal must list what the study accepts
 
 Values = Annotated[
     str | None,
@@ -139,6 +129,14 @@ def latency_command(
     plot: PlotPath = None,
     no_plot: opt.NoPlot = False,
 ) -> None:
+    import torch
+
+    from toolkit.device import resolve_device, resolve_dtype
+    from toolkit.plots.latency import save_latency_plot
+    from toolkit.studies.latency import LatencyReport, measure_latency_all, measure_latency_sweep
+    from toolkit.studies.settings import ForwardTiming
+    from toolkit.tables.latency import context_text, latency_table, summary_table, sweep_notes, trend_text
+
     config = opt.model_config(config_file, vocab, max_seq_len, d_model, heads, layers, mlp, eps, weights)
     if vary == "all" and values is not None:
         raise SweepError(

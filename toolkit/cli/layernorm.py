@@ -3,37 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import torch
 import typer
-from rich.console import RenderableType
 
 from toolkit.cli import options as opt
 from toolkit.cli.app import app
 from toolkit.cli.output import Output
-from toolkit.device import resolve_device, resolve_dtype
 from toolkit.errors import ConfigError
-from toolkit.layernorm import available_backends
 from toolkit.plots import PLOTS_DIR
-from toolkit.plots.layernorm import save_layernorm_plots
-from toolkit.studies.layernorm import (
-    DEFAULT_SHAPES,
-    TRAIN_NORMS,
-    LayerNormReport,
-    TrainingSettings,
-    run_layernorm_study,
-    stdlib_corpus,
-    text_corpus,
-)
-from toolkit.tables.layernorm import (
-    memory_table,
-    numerics_table,
-    speed_table,
-    training_cost_table,
-    training_table,
-)
-from toolkit.tables.timing import cautions_text
+from toolkit.studies.settings import DEFAULT_SHAPES, TRAIN_NORMS, TrainingSettings
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
+
+    from toolkit.studies.layernorm import LayerNormReport
 
 PARTS = "Parts"
 SPEED = "Speed"
@@ -162,6 +146,14 @@ def layernorm_compare_command(
     no_plot: opt.NoPlot = False,
     json: opt.Json = False,
 ) -> None:
+    import torch
+
+    from toolkit.device import resolve_device, resolve_dtype
+    from toolkit.layernorm import available_backends
+    from toolkit.plots.layernorm import save_layernorm_plots
+    from toolkit.studies.layernorm import run_layernorm_study, stdlib_corpus, text_corpus
+    from toolkit.tables.timing import cautions_text
+
     torch_device, torch_dtype = resolve_device(device), resolve_dtype(dtype)
     grid = parse_shapes(shapes)
     model = _DEFAULT.model.replace(
@@ -205,6 +197,14 @@ def layernorm_compare_command(
 
 
 def _renderables(report: LayerNormReport) -> list[RenderableType]:
+    from toolkit.tables.layernorm import (
+        memory_table,
+        numerics_table,
+        speed_table,
+        training_cost_table,
+        training_table,
+    )
+
     out: list[RenderableType] = []
     if report.numerics is not None:
         out += [numerics_table(report.numerics), ""]

@@ -10,9 +10,6 @@ import typer
 from toolkit.cli import options as opt
 from toolkit.cli.app import app
 from toolkit.cli.output import Output, flagged
-from toolkit.device import resolve_device
-from toolkit.tables.weights import config_table, examples_table, head_search_table, load_summary
-from toolkit.weights import check_export_path, export_checkpoint, load_checkpoint, shipped_files
 
 Export = Annotated[
     Path | None,
@@ -41,6 +38,10 @@ def load_weights_command(
     export: Export = None,
     json: opt.Json = False,
 ) -> None:
+    from toolkit.device import resolve_device
+    from toolkit.tables.weights import config_table, examples_table, head_search_table, load_summary
+    from toolkit.weights import check_export_path, export_checkpoint, load_checkpoint, shipped_files
+
     if export is not None:
         check_export_path(export)
     if weights is None:

@@ -6,23 +6,18 @@ import os
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Literal, NoReturn
+from typing import TYPE_CHECKING, Annotated, Literal, NoReturn
 
-import numpy as np
 import typer
 
 from toolkit.cli import options as opt
 from toolkit.cli.app import app
 from toolkit.cli.output import Output
-from toolkit.device import resolve_device
 from toolkit.errors import InputError
-from toolkit.matmul.distributed import in_torchrun, torchrun_rank
-from toolkit.matmul.pool import available_cores
-from toolkit.matmul.signals import Terminated, interruptible
-from toolkit.matmul.torchrun import run_follower
-from toolkit.plots.matmul import DEFAULT_PATH, save_scaling_plot
-from toolkit.studies.matmul import MatmulSettings, load_inputs, make_inputs, run_matmul
-from toolkit.tables.matmul import setup_table, speedup_table, timing_table, verification_table
+from toolkit.plots import MATMUL_PLOT
+
+if TYPE_CHECKING:
+    import numpy as np
 
 SIZE = "Inputs (random unless --a/--b)"
 RUN = "How to split and run"
@@ -115,12 +110,24 @@ BackendOption = Annotated[
         rich_help_panel=RUN,
     ),
 ]
+MatmulDevice = Annotated[
+    opt.DeviceName,
+    typer.Option(
+        "--device",
+        help="The pool always runs on the CPU. torch-distributed: cpu = gloo ranks, cuda = NCCL ranks, "
+        "auto = cuda when a GPU is visible.",
+        rich_help_panel=RUN,
+    ),
+]
 PlotPath = Annotated[
     Path, typer.Option("--plot", help="Where --sweep-workers saves the scaling plot.", rich_help_panel=RUN)
 ]
 
 
 def _worker_counts(workers: int | None, sweep: str | None) -> tuple[int, ...]:
+    from toolkit.matmul.distributed import in_torchrun, torchrun_rank
+    from toolkit.matmul.pool import available_cores
+
     if sweep is None:
         if in_torchrun() and workers is None:
             return (torchrun_rank()[1],)
@@ -150,6 +157,8 @@ def _inputs(
     kernel: str,
 ) -> tuple[np.ndarray, np.ndarray]:
     """A and B from the files, or random with the requested shape."""
+    from toolkit.studies.matmul import load_inputs, make_inputs
+
     if a_path is not None or b_path is not None:
         if a_path is None or b_path is None:
             raise InputError("--a and --b go together: give both .npy files, or neither for random inputs")
@@ -196,10 +205,18 @@ def matmul_command(
     repeat: Repeat = 5,
     check: Check = "reference",
     backend: BackendOption = "pool",
-    device: opt.Device = "cpu",
-    plot: PlotPath = DEFAULT_PATH,
+    device: MatmulDevice = "cpu",
+    plot: PlotPath = MATMUL_PLOT,
     json: opt.Json = False,
 ) -> None:
+    from toolkit.device import resolve_device
+    from toolkit.matmul.distributed import in_torchrun, torchrun_rank
+    from toolkit.matmul.signals import Terminated, interruptible
+    from toolkit.matmul.torchrun import run_follower
+    from toolkit.plots.matmul import save_scaling_plot
+    from toolkit.studies.matmul import MatmulSettings, run_matmul
+    from toolkit.tables.matmul import setup_table, speedup_table, timing_table, verification_table
+
     # torch-distributed: auto is CUDA when a GPU is visible (cuda without one is refused);
     # the process pool runs on the CPU.
     where = resolve_device(device).type if backend == "torch-distributed" else device.replace("auto", "cpu")

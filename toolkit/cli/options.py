@@ -7,12 +7,11 @@ the reference default".
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Literal
 
 import typer
 
 from toolkit.config import ModelConfig, from_dict, load_config
-from toolkit.device import DEVICE_CHOICES, DTYPES
 from toolkit.errors import ConfigError
 
 MODEL = "Model (defaults: the reference model of docs/reference.md)"
@@ -48,7 +47,7 @@ ConfigFile = Annotated[
         rich_help_panel=MODEL,
     ),
 ]
-DeviceName = Literal["auto", "cpu", "cuda"]
+DeviceName = Literal["auto", "cpu", "cuda"]  # what toolkit.device accepts (a test checks)
 DtypeName = Literal["float32", "bfloat16", "float16"]
 Device = Annotated[DeviceName, typer.Option("--device", help="auto = CUDA when a GPU is visible, else CPU.")]
 Dtype = Annotated[DtypeName, typer.Option("--dtype", help="Floating-point type of weights and activations.")]
@@ -215,8 +214,3 @@ def _config_of_checkpoint(
 
     _model, report = load_checkpoint(weights, n_heads=heads)
     return report.config if eps is None else report.config.replace(norm_eps=eps)
-
-
-# The Literal types above must list what toolkit.device accepts.
-assert get_args(DeviceName) == DEVICE_CHOICES
-assert get_args(DtypeName) == tuple(DTYPES)

@@ -9,9 +9,6 @@ import typer
 from toolkit.cli import options as opt
 from toolkit.cli.app import app
 from toolkit.cli.output import Output
-from toolkit.device import resolve_device, resolve_dtype
-from toolkit.studies.params import measure_params
-from toolkit.tables.params import bytes_table, components_table, memory_table, summary_text
 
 
 @app.command("params", help="Model size: parameters per component, bytes per dtype, measured RAM.")
@@ -34,13 +31,15 @@ def params_command(
     ] = True,
     json: opt.Json = False,
 ) -> None:
+    from toolkit.device import resolve_device, resolve_dtype
+    from toolkit.studies.params import count_report, measure_params
+    from toolkit.tables.params import bytes_table, components_table, memory_table, summary_text
+
     config = opt.model_config(config_file, vocab, max_seq_len, d_model, heads, layers, mlp, eps, weights)
     torch_device, torch_dtype = resolve_device(device), resolve_dtype(dtype)
     if measure:
         report = measure_params(config, torch_device, torch_dtype, seq_len=seq_len, batch=batch)
     else:
-        from toolkit.studies.params import count_report
-
         report = count_report(config, dtype)
     tables = [components_table(report), bytes_table(report)]
     if report.memory is not None:

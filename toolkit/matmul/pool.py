@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
-from toolkit.errors import WorkerDiedError
+from toolkit.errors import WorkerDiedError, setting
 from toolkit.matmul import signals, worker
 from toolkit.matmul.plans import BlockPlan
 from toolkit.matmul.shared import WorkspaceSpecs
@@ -33,6 +33,7 @@ from toolkit.matmul.shared import WorkspaceSpecs
 START_METHOD = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 WARMUP_TASK_S = 0.05
 POLL_S = 0.25
+MANAGER_JOIN_S = 5.0
 
 
 def available_cores() -> int:
@@ -186,7 +187,15 @@ class MatmulPool:
         return time.perf_counter() - begin
 
     def _died(self) -> WorkerDiedError:
-        """Name the worker that died first and how; the executor has already stopped the others."""
+        """Name the worker that died first and how; the executor has already stopped the others.
+
+        The executor's manager thread is still stopping the other workers and reading their exit
+        statuses when the futures fail. Under forkserver a status can be read only once (a second,
+        concurrent reader gets 255), so wait for that thread before asking for exit codes.
+        """
+        manager = getattr(self._executor, "_executor_manager_thread", None)
+        if manager is not None:
+            manager.join(timeout=MANAGER_JOIN_S)
         dead = []
         for pid, process in self._processes.items():
             code = getattr(process, "exitcode", None)
@@ -195,7 +204,7 @@ class MatmulPool:
         who = "; ".join(dead) if dead else "a worker process died"
         return WorkerDiedError(
             f"matmul worker died ({who}): the product cannot finish and no result is reported; "
-            "if it was out of memory, use smaller matrices or fewer {setting('workers')}"
+            f"if it was out of memory, use smaller matrices or fewer {setting('workers')}"
         )
 
     def close(self) -> None:

@@ -1,28 +1,29 @@
 """matplotlib figures from study results: the only place that imports matplotlib.
 
-Plot helpers take an ``Axes`` and data (``plot_x(ax, frame)``); ``save_figure`` writes atomically
-and closes the figure. No global pyplot state: figures are made with ``matplotlib.figure.Figure``.
+Plot helpers take an ``Axes`` and data (``plot_x(ax, frame)``); ``save_figure`` (in
+:mod:`toolkit.plots.figure`) writes atomically and closes the figure. No global pyplot state:
+figures are made with ``matplotlib.figure.Figure``. This package's ``__init__`` imports no
+matplotlib: the commands read the default plot paths from it before they decide to plot.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import matplotlib
+if TYPE_CHECKING:
+    from toolkit.plots.figure import save_figure
 
-matplotlib.use("Agg")  # files only, never a window
-
-from matplotlib.figure import Figure
-
-from toolkit.files import atomic_path
+__all__ = ["ABLATION_PLOT", "MATMUL_PLOT", "PLOTS_DIR", "save_figure"]
 
 PLOTS_DIR = Path("plots")
+ABLATION_PLOT = PLOTS_DIR / "ablation.png"
+MATMUL_PLOT = PLOTS_DIR / "matmul_scaling.png"
 
 
-def save_figure(figure: Figure, path: str | Path) -> Path:
-    """Save ``figure`` as PNG to ``path`` through a temporary file, then close it."""
-    target = Path(path)
-    with atomic_path(target) as tmp:
-        figure.savefig(tmp, dpi=120, bbox_inches="tight", format=target.suffix.lstrip(".") or "png")
-    figure.clear()
-    return target
+def __getattr__(name: str) -> Any:
+    if name == "save_figure":
+        from toolkit.plots.figure import save_figure
+
+        return save_figure
+    raise AttributeError(f"module 'toolkit.plots' has no attribute {name!r}")

@@ -7,10 +7,11 @@ from pathlib import Path
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from toolkit.plots import PLOTS_DIR, save_figure
+from toolkit.plots import ABLATION_PLOT
+from toolkit.plots.figure import save_figure
 from toolkit.studies.ablation import AblationResult
 
-DEFAULT_PATH = PLOTS_DIR / "ablation.png"
+DEFAULT_PATH = ABLATION_PLOT
 
 
 def plot_output_vs_latency(ax: Axes, result: AblationResult) -> None:

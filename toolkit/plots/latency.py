@@ -8,7 +8,8 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from toolkit.plots import PLOTS_DIR, save_figure
+from toolkit.plots import PLOTS_DIR
+from toolkit.plots.figure import save_figure
 from toolkit.studies.latency import LatencyResult
 
 AXIS_LABELS = {

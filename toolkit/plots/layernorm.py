@@ -10,7 +10,8 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from toolkit.plots import PLOTS_DIR, save_figure
+from toolkit.plots import PLOTS_DIR
+from toolkit.plots.figure import save_figure
 from toolkit.studies.layernorm import (
     IMPLEMENTATION_LABELS,
     NORM_LABELS,

@@ -7,10 +7,11 @@ from pathlib import Path
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from toolkit.plots import PLOTS_DIR, save_figure
+from toolkit.plots import MATMUL_PLOT
+from toolkit.plots.figure import save_figure
 from toolkit.studies.matmul import MatmulResult
 
-DEFAULT_PATH = PLOTS_DIR / "matmul_scaling.png"
+DEFAULT_PATH = MATMUL_PLOT
 
 
 def plot_speedup(ax: Axes, result: MatmulResult) -> None:

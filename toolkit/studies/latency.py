@@ -25,23 +25,11 @@ from toolkit.errors import ConfigError, SweepError, setting
 from toolkit.flops import FLOP_CONVENTION, forward_flops, matmul_operands
 from toolkit.model import Transformer
 from toolkit.progress import ProgressCallback, no_progress
-from toolkit.studies.settings import ForwardTiming
+from toolkit.studies.settings import DEFAULT_VALUES, VARY_CHOICES, ForwardTiming
 from toolkit.studies.trends import Influence, Trend, fit_trend, influence_of
 from toolkit.timing.engine import compare
 from toolkit.timing.machine import capture_context
 from toolkit.timing.stats import Caution, Measurement, TimingContext, busy_cautions
-
-VARY_CHOICES = ("seq-len", "vocab", "d-model", "heads", "layers", "mlp", "batch")
-
-DEFAULT_VALUES: dict[str, tuple[int, ...]] = {
-    "seq-len": (256, 512, 1024, 2048, 4096),
-    "vocab": (256, 512, 1024, 2048, 4096, 8192),
-    "d-model": (64, 128, 256, 512, 1024),
-    "heads": (1, 2, 4, 8, 16, 32),
-    "layers": (1, 2, 3, 4, 6, 8),
-    "mlp": (256, 512, 1024, 1280, 2048, 4096),
-    "batch": (1, 2, 4, 8),
-}
 
 UNITS: dict[str, str] = {
     "seq-len": "tokens",

@@ -1,20 +1,60 @@
-"""How a study times forward passes, as one frozen settings object validated once when built.
+"""How studies are set up: frozen settings objects validated once when built, and the choices and
+defaults the commands' help shows.
 
 The latency sweeps and the ablation's latency run take a :class:`ForwardTiming` instead of
-repeating the same bundle of keywords (device, dtype, batch, sequence length, budget, target).
+repeating the same bundle of keywords (device, dtype, batch, sequence length, budget, target); the
+LayerNorm study's training runs take a :class:`TrainingSettings`. This module imports no PyTorch
+(its torch defaults are made on first use), so that ``toolkit --help`` and argument errors stay
+instant.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-
-import torch
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from toolkit.config import ModelConfig
-from toolkit.errors import InputError, setting
+from toolkit.errors import ConfigError, InputError, setting
 
-CPU = torch.device("cpu")
+if TYPE_CHECKING:
+    import torch
+
+VARY_CHOICES = ("seq-len", "vocab", "d-model", "heads", "layers", "mlp", "batch")
+"""What a latency sweep can vary (``all`` runs each of them)."""
+
+DEFAULT_VALUES: dict[str, tuple[int, ...]] = {
+    "seq-len": (256, 512, 1024, 2048, 4096),
+    "vocab": (256, 512, 1024, 2048, 4096, 8192),
+    "d-model": (64, 128, 256, 512, 1024),
+    "heads": (1, 2, 4, 8, 16, 32),
+    "layers": (1, 2, 3, 4, 6, 8),
+    "mlp": (256, 512, 1024, 1280, 2048, 4096),
+    "batch": (1, 2, 4, 8),
+}
+"""The values each sweep times when none are given."""
+
+DEFAULT_SHAPES: tuple[tuple[int, int], ...] = ((4096, 256), (16384, 1024), (8192, 4096))
+"""The (rows M, row size N) grid the LayerNorm speed study times."""
+
+TRAIN_NORMS = ("torch", "custom", "rms", "none", "batch")
+BYTE_VOCAB = 256
+TRAINING_MODEL = ModelConfig(
+    vocab_size=BYTE_VOCAB, max_seq_len=64, d_model=128, n_heads=2, n_layers=2, d_mlp=512
+)
+"""The small byte-level GPT every normalisation trains."""
+
+
+def _cpu() -> torch.device:
+    import torch
+
+    return torch.device("cpu")
+
+
+def _float32() -> torch.dtype:
+    import torch
+
+    return torch.float32
 
 
 @dataclass(frozen=True)
@@ -27,8 +67,8 @@ class ForwardTiming:
     ±``target_rel_ci``.
     """
 
-    device: torch.device = CPU
-    dtype: torch.dtype = torch.float32
+    device: torch.device = field(default_factory=_cpu)
+    dtype: torch.dtype = field(default_factory=_float32)
     batch: int = 1
     seq_len: int | None = None
     budget_s: float = 8.0
@@ -51,3 +91,63 @@ class ForwardTiming:
     def seq_len_for(self, config: ModelConfig) -> int:
         """The sequence length to time on ``config``: refused when the model cannot take it."""
         return config.sequence_length(self.seq_len)
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """The small GPT (``model``; its ``norm`` is set per run) and its schedule; the same for every norm.
+
+    The model reads bytes, so its vocabulary is 256; its ``max_seq_len`` is the training window.
+    """
+
+    model: ModelConfig = TRAINING_MODEL
+    steps: int = 150
+    batch: int = 16
+    lr: float = 2e-3
+    eval_every: int = 25
+    eval_batches: int = 8
+    seed: int = 0
+    norms: tuple[str, ...] = TRAIN_NORMS
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch", "eval_every", "eval_batches"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"training {name} must be at least 1, got {getattr(self, name)}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"learning rate must be a positive number, got {self.lr}")
+        unknown = [n for n in self.norms if n not in TRAIN_NORMS]
+        if unknown or not self.norms:
+            raise ConfigError(
+                f"unknown norm(s) {', '.join(unknown) or '(none)'}; valid: {', '.join(TRAIN_NORMS)}"
+            )
+        if self.model.vocab_size != BYTE_VOCAB:
+            raise ConfigError(
+                f"the training model reads bytes, so its vocab_size must be {BYTE_VOCAB}, "
+                f"got {self.model.vocab_size}"
+            )
+
+    @property
+    def seq_len(self) -> int:
+        """Bytes per training window: the model's ``max_seq_len``."""
+        return self.model.max_seq_len
+
+    def model_config(self, norm: str) -> ModelConfig:
+        return self.model.replace(norm=norm)
+
+    def to_dict(self) -> dict[str, Any]:
+        model = self.model
+        return {
+            "steps": self.steps,
+            "batch": self.batch,
+            "seq_len": model.max_seq_len,
+            "d_model": model.d_model,
+            "n_heads": model.n_heads,
+            "n_layers": model.n_layers,
+            "d_mlp": model.d_mlp,
+            "lr": self.lr,
+            "eval_every": self.eval_every,
+            "eval_batches": self.eval_batches,
+            "seed": self.seed,
+            "norms": list(self.norms),
+            "model": model.to_dict(),
+        }

@@ -46,7 +46,6 @@ from toolkit.studies.layernorm.numerics import (
     reference_layer_norm,
 )
 from toolkit.studies.layernorm.speed import (
-    DEFAULT_SHAPES,
     PASSES,
     SpeedResult,
     SpeedRow,
@@ -55,14 +54,13 @@ from toolkit.studies.layernorm.speed import (
 )
 from toolkit.studies.layernorm.training import (
     NORM_LABELS,
-    TRAIN_NORMS,
     NormRun,
     TrainingResult,
-    TrainingSettings,
     detrended_std,
     steps_to_fraction,
     train_norms,
 )
+from toolkit.studies.settings import DEFAULT_SHAPES, TRAIN_NORMS, TrainingSettings
 
 __all__ = [
     "DEFAULT_SHAPES",

@@ -23,11 +23,10 @@ from toolkit.studies.layernorm.implementations import (
     make_inputs,
     torch_layer_norm,
 )
+from toolkit.studies.settings import DEFAULT_SHAPES
 from toolkit.timing.engine import compare
 from toolkit.timing.machine import capture_context, configure_allocator
 from toolkit.timing.stats import Caution, Comparison, Measurement
-
-DEFAULT_SHAPES: tuple[tuple[int, int], ...] = ((4096, 256), (16384, 1024), (8192, 4096))
 
 PASSES = ("forward", "forward+backward")
 

@@ -18,20 +18,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from toolkit.config import ModelConfig
 from toolkit.device import device_name, synchronize
-from toolkit.errors import ConfigError, DataError, setting
+from toolkit.errors import DataError, setting
 from toolkit.memory import peak_memory
 from toolkit.model import Block, Transformer
 from toolkit.progress import ProgressCallback, no_progress
 from toolkit.studies.layernorm.corpus import Corpus, stdlib_corpus
+from toolkit.studies.settings import TrainingSettings
 
-TRAIN_NORMS = ("torch", "custom", "rms", "none", "batch")
-BYTE_VOCAB = 256
-TRAINING_MODEL = ModelConfig(
-    vocab_size=BYTE_VOCAB, max_seq_len=64, d_model=128, n_heads=2, n_layers=2, d_mlp=512
-)
-"""The small byte-level GPT every normalisation trains."""
 NORM_LABELS = {
     "torch": "torch LayerNorm",
     "custom": "custom LayerNorm",
@@ -39,66 +33,6 @@ NORM_LABELS = {
     "none": "no normalisation",
     "batch": "BatchNorm (features)",
 }
-
-
-@dataclass(frozen=True)
-class TrainingSettings:
-    """The small GPT (``model``; its ``norm`` is set per run) and its schedule; the same for every norm.
-
-    The model reads bytes, so its vocabulary is 256; its ``max_seq_len`` is the training window.
-    """
-
-    model: ModelConfig = TRAINING_MODEL
-    steps: int = 150
-    batch: int = 16
-    lr: float = 2e-3
-    eval_every: int = 25
-    eval_batches: int = 8
-    seed: int = 0
-    norms: tuple[str, ...] = TRAIN_NORMS
-
-    def __post_init__(self) -> None:
-        for name in ("steps", "batch", "eval_every", "eval_batches"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"training {name} must be at least 1, got {getattr(self, name)}")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ConfigError(f"learning rate must be a positive number, got {self.lr}")
-        unknown = [n for n in self.norms if n not in TRAIN_NORMS]
-        if unknown or not self.norms:
-            raise ConfigError(
-                f"unknown norm(s) {', '.join(unknown) or '(none)'}; valid: {', '.join(TRAIN_NORMS)}"
-            )
-        if self.model.vocab_size != BYTE_VOCAB:
-            raise ConfigError(
-                f"the training model reads bytes, so its vocab_size must be {BYTE_VOCAB}, "
-                f"got {self.model.vocab_size}"
-            )
-
-    @property
-    def seq_len(self) -> int:
-        """Bytes per training window: the model's ``max_seq_len``."""
-        return self.model.max_seq_len
-
-    def model_config(self, norm: str) -> ModelConfig:
-        return self.model.replace(norm=norm)
-
-    def to_dict(self) -> dict[str, Any]:
-        model = self.model
-        return {
-            "steps": self.steps,
-            "batch": self.batch,
-            "seq_len": model.max_seq_len,
-            "d_model": model.d_model,
-            "n_heads": model.n_heads,
-            "n_layers": model.n_layers,
-            "d_mlp": model.d_mlp,
-            "lr": self.lr,
-            "eval_every": self.eval_every,
-            "eval_batches": self.eval_batches,
-            "seed": self.seed,
-            "norms": list(self.norms),
-            "model": model.to_dict(),
-        }
 
 
 @dataclass

@@ -1,0 +1,54 @@
+"""Start-up stays light: help for every command imports none of the numerical libraries."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import get_args
+
+from toolkit import device
+from toolkit.cli import latency
+from toolkit.cli import options as opt
+from toolkit.studies.settings import VARY_CHOICES
+
+COMMANDS = ("params", "latency", "load-weights", "ablate", "layernorm-compare", "matmul")
+HEAVY = (
+    "torch",
+    "numpy",
+    "pandas",
+    "matplotlib",
+    "numba",
+    "transformers",
+    "safetensors",
+    "tokenizers",
+    "triton",
+)
+
+PROBE = f"""
+import json, sys
+from typer.testing import CliRunner
+from toolkit.cli import app
+runner = CliRunner()
+codes = [runner.invoke(app, ["--help"]).exit_code]
+codes += [runner.invoke(app, [command, "--help"]).exit_code for command in {COMMANDS!r}]
+print(json.dumps({{"codes": codes, "heavy": [m for m in {HEAVY!r} if m in sys.modules]}}))
+"""
+
+
+def test_help_imports_no_numerical_library() -> None:
+    """`toolkit --help` and `toolkit <command> --help` load neither PyTorch nor NumPy nor their kin.
+
+    Run in a fresh interpreter: this test process has imported all of them already.
+    """
+    result = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, check=True)
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["codes"] == [0] * (1 + len(COMMANDS))
+    assert report["heavy"] == []
+
+
+def test_option_choices_match_the_library() -> None:
+    """The CLI's Literal choices (kept torch-free) list exactly what the library accepts."""
+    assert get_args(opt.DeviceName) == device.DEVICE_CHOICES
+    assert get_args(opt.DtypeName) == tuple(device.DTYPES)
+    assert get_args(latency.VaryName) == (*VARY_CHOICES, "all")
