@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +67,7 @@ def test_json_schema_classic_suite(checkpoint: list[str], tmp_path: Path) -> Non
     """No variant flag: six rows with the issue's keys, latency numbers, and a PNG plot."""
     result = _run([*checkpoint, "--json", "--budget", "1", "--seq-len", "8"], tmp_path)
     assert result.exit_code == 0, result.output
-    rows = json.loads(result.stdout)
+    rows = json.loads(result.stdout)["rows"]
     assert isinstance(rows, list)
     assert [row["change"] for row in rows] == CLASSIC
     for row in rows:
@@ -89,7 +92,7 @@ def test_flags_select_rows_without_latency(checkpoint: list[str], tmp_path: Path
     args = [*checkpoint, "--json", "--no-latency", "--no-plot", "--eps", "1e-3", "--no-scale"]
     result = _run([*args, "--residual", "parallel", "--residual", "input-skip"], tmp_path)
     assert result.exit_code == 0, result.output
-    rows = json.loads(result.stdout)
+    rows = json.loads(result.stdout)["rows"]
     assert [row["change"] for row in rows] == [
         "eps 1e-3",
         "no-scale",
@@ -118,9 +121,9 @@ def test_tables(checkpoint: list[str], tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "fragment"),
     [
-        (["--residual", "sideways"], "unknown --residual value 'sideways'"),
-        (["--gelu", "relu"], "unknown --gelu value 'relu'"),
-        (["--norm", "bogus"], "unknown --norm value 'bogus'"),
+        (["--residual", "sideways"], "Invalid value for '--residual': 'sideways' is not one of"),
+        (["--gelu", "relu"], "Invalid value for '--gelu': 'relu' is not one of 'none', 'tanh'"),
+        (["--norm", "bogus"], "Invalid value for '--norm': 'bogus' is not one of"),
         (["--norm", "rms"], "cannot run with the same weights"),
         (["--eps", "-1"], "norm_eps must be a positive number"),
         (["--eps", "1e-5"], "leaves the model unchanged"),
@@ -162,8 +165,30 @@ def test_cuda_latency(checkpoint: list[str], tmp_path: Path) -> None:
     args = [*checkpoint[:4], "--device", "cuda", "--json", "--budget", "2", "--gelu", "tanh", "--no-scale"]
     result = _run(args, tmp_path)
     assert result.exit_code == 0, result.output
-    rows = json.loads(result.stdout)
+    rows = json.loads(result.stdout)["rows"]
     assert [row["change"] for row in rows] == ["no-scale", "gelu tanh"]
     for row in rows:
         assert set(row["latency"]) == LATENCY_KEYS
         assert row["latency"]["base_ms"] > 0
+
+
+def test_json_holds_the_notes_too(checkpoint: list[str], tmp_path: Path) -> None:
+    """--json: one object on stdout with the notes inside it; the same notes on stderr, after it."""
+    result = _run([*checkpoint, "--json", "--no-latency"], tmp_path)
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert set(document) == {"rows", "messages"}
+    plot_notes = [m for m in document["messages"] if m["text"].startswith("plot written to")]
+    assert plot_notes == [{"level": "note", "text": f"plot written to {tmp_path / 'ablation.png'}"}]
+    assert plot_notes[0]["text"] in result.stderr
+
+
+def test_piped_tables_are_not_cut(checkpoint: list[str], tmp_path: Path) -> None:
+    """Into a pipe, tables keep their natural width: no ellipsis, lines wider than 80 columns."""
+    command = [sys.executable, "-m", "toolkit", "ablate", *checkpoint, "--no-latency", "--no-plot"]
+    result = subprocess.run(
+        command, capture_output=True, text=True, check=True, env={**os.environ, "COLUMNS": ""}
+    )
+    assert "…" not in result.stdout
+    assert max(len(line) for line in result.stdout.splitlines()) > 80
+    assert "top-1 agreement" in result.stdout

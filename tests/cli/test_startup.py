@@ -7,8 +7,8 @@ import subprocess
 import sys
 from typing import get_args
 
-from toolkit import device
-from toolkit.cli import latency
+from toolkit import config, device
+from toolkit.cli import ablate, latency
 from toolkit.cli import options as opt
 from toolkit.studies.settings import VARY_CHOICES
 
@@ -52,3 +52,6 @@ def test_option_choices_match_the_library() -> None:
     assert get_args(opt.DeviceName) == device.DEVICE_CHOICES
     assert get_args(opt.DtypeName) == tuple(device.DTYPES)
     assert get_args(latency.VaryName) == (*VARY_CHOICES, "all")
+    assert get_args(ablate.GeluName) == config.GELU_VARIANTS
+    assert get_args(ablate.NormName) == config.NORM_VARIANTS
+    assert tuple(choice.value for choice in ablate.ResidualName) == config.RESIDUAL_VARIANTS

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
 from toolkit.cli import options as opt
 from toolkit.cli.app import app
 from toolkit.cli.output import Output
-from toolkit.config import GELU_VARIANTS, RESIDUAL_VARIANTS, ModelConfig
+from toolkit.config import ModelConfig
 from toolkit.errors import WeightsError
 from toolkit.plots import ABLATION_PLOT
 
@@ -19,8 +20,19 @@ if TYPE_CHECKING:
 
 VARIANTS = "Variants (none given: the classic suite)"
 
-_RESIDUALS = ", ".join(r for r in RESIDUAL_VARIANTS if r != "standard")
-_GELUS = ", ".join(g for g in GELU_VARIANTS if g != ModelConfig.gelu)
+GeluName = Literal["none", "tanh"]  # GELU_VARIANTS (a test checks)
+NormName = Literal["torch", "custom", "rms", "none", "batch"]  # NORM_VARIANTS (a test checks)
+
+
+class ResidualName(StrEnum):
+    """RESIDUAL_VARIANTS as a Typer choice (a repeatable option cannot be a Literal)."""
+
+    standard = "standard"
+    input_skip = "input-skip"
+    no_mlp_skip = "no-mlp-skip"
+    parallel = "parallel"
+
+
 TIMING = "Latency"
 
 VariantEps = Annotated[
@@ -38,21 +50,30 @@ NoScale = Annotated[
     ),
 ]
 Gelu = Annotated[
-    str | None,
-    typer.Option("--gelu", help=f"Variant: GELU form ({_GELUS}).", rich_help_panel=VARIANTS),
+    GeluName | None,
+    typer.Option(
+        "--gelu",
+        help="Variant: GELU form (none: exact erf; tanh: the approximation).",
+        rich_help_panel=VARIANTS,
+    ),
 ]
 Residual = Annotated[
-    list[str] | None,
+    list[ResidualName] | None,
     typer.Option(
-        "--residual", help=f"Variant: residual wiring ({_RESIDUALS}); repeatable.", rich_help_panel=VARIANTS
+        "--residual",
+        metavar="<wiring>",
+        help="Variant: residual wiring, one of input-skip, no-mlp-skip, parallel (standard: unchanged); "
+        "repeatable. See docs/reference.md.",
+        rich_help_panel=VARIANTS,
     ),
 ]
 Norm = Annotated[
-    str | None,
+    NormName | None,
     typer.Option(
         "--norm",
-        help="Variant: norm implementation; only one with the checkpoint's norm parameters can share "
-        "its weights (custom, for a LayerNorm checkpoint).",
+        metavar="<norm>",
+        help="Variant: norm implementation, one of torch, custom, rms, none, batch; only one with the "
+        "checkpoint's norm parameters can share its weights (custom, for a LayerNorm checkpoint).",
         rich_help_panel=VARIANTS,
     ),
 ]
@@ -106,6 +127,7 @@ def ablate_command(
         latency_notes,
         latency_table,
         output_table,
+        prediction_table,
         verdict_table,
         verdict_text,
     )
@@ -139,7 +161,12 @@ def ablate_command(
             )
         model.config.sequence_length(seq_len)  # refused even with --no-latency: the input is invalid
         variants = select_variants(
-            model.config, eps=eps, no_scale=no_scale, gelu=gelu, residuals=residual or (), norm=norm
+            model.config,
+            eps=eps,
+            no_scale=no_scale,
+            gelu=gelu,
+            residuals=[r.value for r in residual or ()],
+            norm=norm,
         )
         if examples is not None:
             inputs = [example.input_ids for example in read_examples(examples)]
@@ -156,8 +183,8 @@ def ablate_command(
         {**data, "verdict": verdict_text(row)}
         for data, row in zip(result.to_dict(), result.rows, strict=True)
     ]
-    tables = [output_table(result), latency_table(result), verdict_table(result)]
-    out.finish(rows, *(table for table in tables if table is not None))
+    tables = [output_table(result), prediction_table(result), latency_table(result), verdict_table(result)]
+    out.finish({"rows": rows}, *(table for table in tables if table is not None))
 
 
 def _random_inputs(config: ModelConfig) -> list[torch.Tensor]:

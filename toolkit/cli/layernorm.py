@@ -198,20 +198,22 @@ def layernorm_compare_command(
 
 def _renderables(report: LayerNormReport) -> list[RenderableType]:
     from toolkit.tables.layernorm import (
+        activations_table,
         memory_table,
-        numerics_table,
-        speed_table,
+        numerics_tables,
+        speed_tables,
         training_cost_table,
         training_table,
     )
 
     out: list[RenderableType] = []
     if report.numerics is not None:
-        out += [numerics_table(report.numerics), ""]
+        out += [*numerics_tables(report.numerics), ""]
     if report.speed is not None:
-        out += [speed_table(report.speed), ""]
+        out += [*speed_tables(report.speed), ""]
     if report.memory is not None:
         out += [memory_table(report.memory), ""]
     if report.training is not None:
-        out += [training_table(report.training), "", training_cost_table(report.training)]
+        training = report.training
+        out += [training_table(training), "", training_cost_table(training), "", activations_table(training)]
     return out

@@ -2,8 +2,11 @@
 notes and warnings on stderr, and the Rich progress bar long studies drive.
 
 Every command builds one :class:`Output`, queues notes and warnings while it works, and ends with
-one call to :meth:`Output.finish`. Library text names the settings a user can change as quantities
-(:func:`toolkit.errors.setting`); here they become the command's flags.
+one call to :meth:`Output.finish`. The channel rule is the same for every command: the result on
+stdout (tables, or with ``--json`` one JSON object and nothing else), then the notes and warnings
+on stderr; with ``--json`` they are also inside the object, as ``"messages"``. Piped to a file,
+tables keep their natural width instead of being cut to 80 columns. Library text names the settings
+a user can change as quantities (:func:`toolkit.errors.setting`); here they become the flags.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from rich.console import Console, RenderableType
+from rich.measure import Measurement
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from toolkit.cli.options import FLAGS
@@ -55,20 +59,44 @@ def flagged(text: str) -> str:
     return name_settings(text, FLAGS)
 
 
+UNLIMITED_WIDTH = 10_000
+"""Width offered to a renderable printed into a pipe or file: it takes its natural width."""
+
+
+def print_renderable(target: Console, renderable: RenderableType) -> None:
+    """Print on ``target``: wrapped to a terminal's width, or at natural width into a pipe or file."""
+    if target.is_terminal:
+        target.print(renderable)
+        return
+    options = target.options.update(width=UNLIMITED_WIDTH)
+    natural = Measurement.get(target, options, renderable).maximum
+    width = target.width
+    target.width = max(width, min(natural, UNLIMITED_WIDTH))  # print() clamps to the console's width
+    try:
+        target.print(renderable)
+    finally:
+        target.width = width
+
+
 class Output:
     """One command's output: tables or JSON on stdout, then notes and warnings on stderr."""
 
     def __init__(self, json: bool = False) -> None:
         self.json = json
-        self._lines: list[str] = []
+        self._messages: list[tuple[str, str]] = []  # (level, text), in the order they were queued
+
+    @property
+    def messages(self) -> list[dict[str, str]]:
+        """The queued notes and warnings, as ``--json`` writes them."""
+        return [{"level": level, "text": text} for level, text in self._messages]
 
     def note(self, text: str) -> None:
         """A side remark (a file written, what input was used), printed on stderr after the result."""
-        self._lines.append(flagged(text))
+        self._messages.append(("note", flagged(text)))
 
     def warn(self, text: str) -> None:
         """A warning about the result (noisy timings, a busy machine), on stderr after the result."""
-        self._lines.append(f"warning: {flagged(text)}")
+        self._messages.append(("warning", flagged(text)))
 
     def warn_all(self, texts: Iterable[str], shown: int | None = None) -> None:
         """Each warning, or the first ``shown`` and a count of the rest (all of them are in --json)."""
@@ -100,13 +128,14 @@ class Output:
         with bar:
             yield update
 
-    def finish(self, data: Any, *renderables: RenderableType) -> None:
+    def finish(self, data: dict[str, Any], *renderables: RenderableType) -> None:
         """Print the result (``data`` as JSON with --json, else the tables), then the notes."""
         if self.json:
-            print_json(data)
+            print_json({**data, "messages": self.messages})
         else:
             for renderable in renderables:
-                console.print(renderable)
-        for line in self._lines:
-            err_console.print(line, highlight=False, markup=False)
-        self._lines.clear()
+                print_renderable(console, renderable)
+        for level, text in self._messages:
+            line = text if level == "note" else f"warning: {text}"
+            err_console.print(line, highlight=False, markup=False, soft_wrap=not err_console.is_terminal)
+        self._messages.clear()

@@ -12,27 +12,20 @@ from toolkit.timing.stats import ARMS_DIFFER
 
 
 def output_table(result: AblationResult) -> Table:
-    """Base minus variant over all logits of all examples (float64), one row per variant."""
+    """How far the logits move: base minus variant over all logits of all examples (float64)."""
     table = Table(
         title=(
-            f"Output change, base − variant, over {result.n_positions:,} positions × "
+            f"Output change (logits), base − variant, over {result.n_positions:,} positions × "
             f"{result.base_config.vocab_size} logits of {result.n_examples} example(s) "
             f"(forward and metrics in {result.output_dtype})"
         ),
         title_justify="left",
     )
     table.add_column("change", justify="left", style="bold", no_wrap=True)
-    for header in (
-        "RMSE",
-        "RMSE / std",
-        "mean |Δ|",
-        "std |Δ|",
-        "base > var",
-        "max |Δ|",
-        "KL (nats)",
-        "top-1 agree",
-    ):
-        table.add_column(header, justify="right", style="cyan" if header == "RMSE / std" else None)
+    for header in ("RMSE", "RMSE / std", "mean |Δ|", "std |Δ|", "max |Δ|"):
+        table.add_column(
+            header, justify="right", no_wrap=True, style="cyan" if header == "RMSE / std" else None
+        )
     for row in result.rows:
         output = row.output
         table.add_row(
@@ -41,13 +34,31 @@ def output_table(result: AblationResult) -> Table:
             f"{100 * output.rmse_over_base_std:.3g}%",
             fmt_float(output.mean_abs_diff),
             fmt_float(output.std_abs_diff),
-            f"{output.pct_base_greater:.1f}%",
             fmt_float(output.max_abs_diff),
-            fmt_float(output.kl),
-            f"{output.top1_agreement:.2f}%",
         )
     base_std = result.rows[0].output.base_std
     table.caption = f"RMSE / std: RMSE over the standard deviation of the base logits ({base_std:.3g})."
+    return table
+
+
+def prediction_table(result: AblationResult) -> Table:
+    """What the change does to the next-token predictions, one row per variant."""
+    table = Table(title="Prediction change", title_justify="left")
+    table.add_column("change", justify="left", style="bold", no_wrap=True)
+    for header in ("base > variant", "KL(base ‖ variant), nats", "top-1 agreement"):
+        table.add_column(header, justify="right", no_wrap=True, style="cyan" if "top-1" in header else None)
+    for row in result.rows:
+        output = row.output
+        table.add_row(
+            row.change,
+            f"{output.pct_base_greater:.1f}%",
+            fmt_float(output.kl),
+            f"{output.top1_agreement:.2f}%",
+        )
+    table.caption = (
+        "base > variant: share of logits the change lowers; KL: mean over positions of the "
+        "next-token distributions; top-1 agreement: positions whose most likely token is unchanged."
+    )
     return table
 
 

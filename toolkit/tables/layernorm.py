@@ -20,8 +20,25 @@ from toolkit.tables import fmt_float
 BAD_ERROR = 1e-2  # a relative error this large is a failure, not rounding
 
 
+SHORT_LABELS = {
+    "torch": "torch",
+    "custom-torch-ops": "custom torch-ops",
+    "custom-numba": "custom numba",
+    "custom-triton": "custom triton",
+    "autograd-ops": "autograd ops",
+    "one-pass": "one-pass",
+    "copy": "copy x → y",
+}
+"""Table labels: short enough that a 100-column terminal shows every number (captions spell them out)."""
+
+LABEL_CAPTION = escape(
+    "torch: torch.nn.LayerNorm; custom: the toolkit's LayerNorm on the named backend; autograd ops: "
+    "plain ops differentiated by autograd; one-pass: variance as E[x²]−E[x]²."
+)
+
+
 def _label(name: str) -> str:
-    return escape(IMPLEMENTATION_LABELS.get(name, name))  # labels hold brackets: E[x²]
+    return escape(SHORT_LABELS.get(name, IMPLEMENTATION_LABELS.get(name, name)))
 
 
 def _error(value: float) -> str:
@@ -31,92 +48,117 @@ def _error(value: float) -> str:
     return f"[red]{text}[/red]" if value > BAD_ERROR else text
 
 
-def numerics_table(result: NumericsResult) -> Table:
-    """Relative errors against the float64 reference, per implementation, dtype and input."""
+def _offset(value: float) -> str:
+    return "0" if value == 0 else f"{value:g}"
+
+
+def numerics_tables(result: NumericsResult) -> list[Table]:
+    """Relative errors against the float64 reference, one table per dtype, a section per input."""
     M, N = result.shape
-    table = Table(
-        title=f"LayerNorm numerics: {M}×{N} rows, eps {result.eps:g}, on {result.device}",
-        title_justify="left",
-        caption="error = max |value − float64 reference| / max |reference|, per tensor; the reference uses "
-        "the same rounded inputs. x = offset + N(0,1), weight = 1 + N(0,0.1²), bias = N(0,0.1²), "
-        "dy = N(0,1). "
-        "bit-equal: share of outputs identical to torch's bit for bit. Red: error > 1e-2.",
-        caption_justify="left",
-    )
-    table.add_column("implementation")
-    table.add_column("dtype")
-    table.add_column("input x")
-    for name in ("output y", "grad x", "grad weight", "grad bias"):
-        table.add_column(name, justify="right")
-    table.add_column("output max abs err", justify="right")
-    table.add_column("bit-equal to torch", justify="right")
-    previous = None
-    for row in result.rows:
-        key = (row.dtype, row.offset)
-        if previous is not None and key != previous:
-            table.add_section()
-        previous = key
-        table.add_row(
-            _label(row.implementation),
-            row.dtype,
-            row.case,
-            _error(row.output_error),
-            _error(row.grad_input_error),
-            _error(row.grad_weight_error),
-            _error(row.grad_bias_error),
-            _error(row.output_abs_error)
-            if math.isnan(row.output_abs_error)
-            else f"{row.output_abs_error:.1e}",
-            f"{row.bitwise_equal_pct:.1f}%",
+    tables = []
+    dtypes = list(dict.fromkeys(row.dtype for row in result.rows))
+    for dtype in dtypes:
+        table = Table(
+            title=f"LayerNorm numerics, {dtype}: {M}×{N} rows, eps {result.eps:g}, on {result.device}",
+            title_justify="left",
+            caption_justify="left",
         )
-    return table
+        table.add_column("implementation", no_wrap=True)
+        table.add_column("x offset", justify="right", no_wrap=True)
+        for name in ("err y", "err dx", "err dw", "err db", "max |Δy|"):
+            table.add_column(name, justify="right", no_wrap=True)
+        table.add_column("bit-equal", justify="right", no_wrap=True)
+        previous = None
+        for row in (r for r in result.rows if r.dtype == dtype):
+            if previous is not None and row.offset != previous:
+                table.add_section()
+            previous = row.offset
+            table.add_row(
+                _label(row.implementation),
+                _offset(row.offset),
+                _error(row.output_error),
+                _error(row.grad_input_error),
+                _error(row.grad_weight_error),
+                _error(row.grad_bias_error),
+                _error(row.output_abs_error)
+                if math.isnan(row.output_abs_error)
+                else f"{row.output_abs_error:.1e}",
+                f"{row.bitwise_equal_pct:.1f}%",
+            )
+        tables.append(table)
+    if tables:
+        tables[-1].caption = (
+            "err = max |value − float64 reference| / max |reference| of y and of the gradients dx, "
+            "dweight, dbias; max |Δy|: the output's largest absolute error. The reference uses the same "
+            "rounded inputs: x = offset + N(0,1), weight = 1 + N(0,0.1²), bias = N(0,0.1²), dy = N(0,1). "
+            "bit-equal: share of outputs identical to torch's bit for bit. Red: error > 1e-2. "
+            f"{LABEL_CAPTION}"
+        )
+    return tables
+
+
+def numerics_table(result: NumericsResult) -> Table:
+    """The first dtype's numerics table (see :func:`numerics_tables` for all of them)."""
+    return numerics_tables(result)[0]
+
+
+def speed_tables(result: SpeedResult) -> list[Table]:
+    """Per pass: median time, bandwidth against this run's copy bandwidth, and the ratio to torch."""
+    tables = []
+    passes = list(dict.fromkeys(row.pass_name for row in result.rows))
+    for pass_name in passes:
+        table = Table(
+            title=f"LayerNorm speed, {pass_name}, on {result.device}, {result.dtype}, {result.threads} "
+            "threads (interleaved, A/A-controlled; times in ms)",
+            title_justify="left",
+            caption_justify="left",
+        )
+        table.add_column("M×N", justify="right", no_wrap=True)
+        table.add_column("implementation", no_wrap=True)
+        table.add_column("median", justify="right", style="cyan", no_wrap=True)
+        table.add_column("IQR", justify="right", no_wrap=True)
+        table.add_column("GB/s", justify="right", no_wrap=True)
+        table.add_column("% copy", justify="right", no_wrap=True)
+        table.add_column("× torch", justify="right", no_wrap=True)
+        table.add_column("95% CI", justify="right", no_wrap=True)
+        table.add_column("faults", justify="right", no_wrap=True)
+        previous = None
+        for row in (r for r in result.rows if r.pass_name == pass_name):
+            key = (row.rows, row.row_size)
+            if previous is not None and key != previous:
+                table.add_section()
+            previous = key
+            if row.implementation in ("torch", "copy"):
+                ratio, interval = ("1", "baseline") if row.implementation == "torch" else ("—", "")
+            else:
+                ratio = f"{row.ratio_to_torch:.2f}{' *' if row.significant else ''}"
+                interval = f"{row.ratio_ci_low:.2f}–{row.ratio_ci_high:.2f}"
+            table.add_row(
+                f"{row.rows}×{row.row_size}",
+                _label(row.implementation),
+                fmt_float(row.timing.median_ms),
+                fmt_float(row.timing.iqr_ms, 2),
+                fmt_float(row.gb_per_s),
+                f"{row.pct_of_copy:.0f}%",
+                ratio,
+                interval,
+                f"{row.timing.page_faults_per_call:.1f}",
+            )
+        tables.append(table)
+    if tables:
+        tables[-1].caption = (
+            "GB/s = bytes moved / median time: forward 2·M·N·bytes (read x, write y), forward+backward "
+            "5·M·N·bytes (+ read x, dy, write dx). % copy: of y.copy_(x)'s GB/s, timed in the same "
+            "interleaved rounds. × torch: paired median ratio with its 95% CI; * = significant (CI "
+            f"excludes 1 and beyond the A/A noise floor). faults: page faults per call. "
+            f"Allocator: {result.allocator}. {LABEL_CAPTION}"
+        )
+    return tables
 
 
 def speed_table(result: SpeedResult) -> Table:
-    """Median time, achieved bandwidth against this run's copy bandwidth, and the ratio to torch."""
-    table = Table(
-        title=f"LayerNorm speed on {result.device}, {result.dtype}, {result.threads} threads "
-        "(interleaved, A/A-controlled)",
-        title_justify="left",
-        caption="GB/s = bytes moved / median time: forward 2·M·N·bytes (read x, write y), forward+backward "
-        "5·M·N·bytes (+ read x, dy, write dx). % copy: of y.copy_(x)'s GB/s, timed in the same "
-        "interleaved rounds. "
-        "× torch: paired median ratio with 95% CI; * = significant (CI excludes 1 and beyond the A/A noise "
-        f"floor). Allocator: {result.allocator}.",
-        caption_justify="left",
-    )
-    table.add_column("M×N", justify="right")
-    table.add_column("pass")
-    table.add_column("implementation")
-    table.add_column("median ms", justify="right", style="cyan")
-    table.add_column("IQR ms", justify="right")
-    table.add_column("GB/s", justify="right")
-    table.add_column("% copy", justify="right")
-    table.add_column("× torch (95% CI)", justify="right")
-    table.add_column("faults/call", justify="right")
-    previous = None
-    for row in result.rows:
-        key = (row.rows, row.row_size, row.pass_name)
-        if previous is not None and key != previous:
-            table.add_section()
-        previous = key
-        if row.implementation in ("torch", "copy"):
-            ratio = "1 (baseline)" if row.implementation == "torch" else "—"
-        else:
-            star = " *" if row.significant else ""
-            ratio = f"{row.ratio_to_torch:.2f} ({row.ratio_ci_low:.2f}–{row.ratio_ci_high:.2f}){star}"
-        table.add_row(
-            f"{row.rows}×{row.row_size}",
-            row.pass_name,
-            _label(row.implementation),
-            fmt_float(row.timing.median_ms),
-            fmt_float(row.timing.iqr_ms, 2),
-            fmt_float(row.gb_per_s),
-            f"{row.pct_of_copy:.0f}%",
-            ratio,
-            f"{row.timing.page_faults_per_call:.1f}",
-        )
-    return table
+    """The first pass's speed table (see :func:`speed_tables` for all of them)."""
+    return speed_tables(result)[0]
 
 
 def memory_table(result: MemoryResult) -> Table:
@@ -127,10 +169,11 @@ def memory_table(result: MemoryResult) -> Table:
         title_justify="left",
         caption="saved: distinct storages autograd keeps for backward (saved-tensor hooks); beyond "
         "input+params: those that are neither the input nor a parameter. peak: "
-        f"{result.peak_method}, forward+backward, beyond memory held before. MB = 10^6 bytes.",
+        f"{result.peak_method}, forward+backward, beyond memory held before. MB = 10^6 bytes. "
+        f"{LABEL_CAPTION}",
         caption_justify="left",
     )
-    table.add_column("implementation")
+    table.add_column("implementation", no_wrap=True)
     table.add_column("saved MB", justify="right", style="cyan")
     table.add_column("saved / input", justify="right")
     table.add_column("beyond input+params MB", justify="right")
@@ -156,7 +199,7 @@ QUALITY_COLUMNS = (
 )
 COST_COLUMNS = (
     ("steps/s", "steps_per_s", "{:.2f}"),
-    ("wall s", "wall_s", "{:.1f}"),
+    ("wall s", "wall_s", "{:.3g}"),
     ("peak MB", "peak_memory_bytes", "{:.2f}"),
 )
 
@@ -200,34 +243,47 @@ def training_table(result: TrainingResult) -> Table:
         "loss std: training loss over the last steps, detrended.",
         caption_justify="left",
     )
-    table.add_column("normalisation")
+    table.add_column("normalisation", no_wrap=True)
     for header, _, _ in QUALITY_COLUMNS:
-        table.add_column(header, justify="right")
+        table.add_column(header, justify="right", no_wrap=True)
     for run in result.runs:
         table.add_row(NORM_LABELS.get(run.norm, run.norm), *_metric_cells(result, run.norm, QUALITY_COLUMNS))
     return table
 
 
 def training_cost_table(result: TrainingResult) -> Table:
-    """Per normalisation: speed, memory, and what the normalisation did to the activations."""
+    """Per normalisation: training speed and memory; % against torch LayerNorm."""
     table = Table(
-        title="Training cost and activations",
+        title="Training cost",
         title_justify="left",
-        caption=f"wall s: training steps only, evaluation excluded. peak: {result.peak_method}. "
-        "act. mean/var: of every norm layer's output on a validation batch (averaged over layers). "
-        "|corr|: mean absolute correlation between hidden units, before → after the last block's first norm.",
+        caption=f"wall s: training steps only, evaluation excluded. peak: {result.peak_method}.",
         caption_justify="left",
     )
-    table.add_column("normalisation")
+    table.add_column("normalisation", no_wrap=True)
     for header, _, _ in COST_COLUMNS:
-        table.add_column(header, justify="right")
-    table.add_column("act. mean", justify="right")
-    table.add_column("act. var", justify="right")
-    table.add_column("|corr| before → after", justify="right")
+        table.add_column(header, justify="right", no_wrap=True)
+    for run in result.runs:
+        table.add_row(NORM_LABELS.get(run.norm, run.norm), *_metric_cells(result, run.norm, COST_COLUMNS))
+    return table
+
+
+def activations_table(result: TrainingResult) -> Table:
+    """Per normalisation: what it did to the activations of the trained model."""
+    table = Table(
+        title="Activations after training",
+        title_justify="left",
+        caption="mean, variance: of every norm layer's output on a validation batch (averaged over "
+        "layers). |corr|: mean absolute correlation between hidden units, before → after the last "
+        "block's first norm.",
+        caption_justify="left",
+    )
+    table.add_column("normalisation", no_wrap=True)
+    table.add_column("mean", justify="right", no_wrap=True)
+    table.add_column("variance", justify="right", no_wrap=True)
+    table.add_column("|corr| before → after", justify="right", no_wrap=True)
     for run in result.runs:
         table.add_row(
             NORM_LABELS.get(run.norm, run.norm),
-            *_metric_cells(result, run.norm, COST_COLUMNS),
             fmt_float(run.activation_mean),
             fmt_float(run.activation_var),
             f"{run.mean_abs_correlation_before:.2f} → {run.mean_abs_correlation_after:.2f}",
