@@ -96,6 +96,7 @@ def test_training_tables_and_data_file(tmp_path: Path) -> None:
         (["--heads", "3"], "divisible"),
         (["--lr", "0"], "learning rate"),
         (["--dtype", "float8"], "Invalid value"),
+        (["--no-numerics", "--no-speed", "--no-memory", "--no-train"], "nothing to measure"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str, tmp_path: Path) -> None:

@@ -146,6 +146,11 @@ def layernorm_compare_command(
     no_plot: opt.NoPlot = False,
     json: opt.Json = False,
 ) -> None:
+    if not (numerics or speed or memory or train):
+        raise ConfigError(
+            "every part is off, so there is nothing to measure; drop one of --no-numerics, --no-speed, "
+            "--no-memory, --no-train"
+        )
     import torch
 
     from toolkit.device import resolve_device, resolve_dtype
