@@ -16,3 +16,19 @@ _FLAGS = {
 }
 TINY_FLAGS = [item for flag, value in _FLAGS.items() for item in (flag, str(value))]
 """The model flags of the commands that build ``TINY``."""
+
+TINY_TRAIN = [
+    "--steps",
+    "4",
+    "--batch",
+    "2",
+    "--seq-len",
+    "8",
+    "--d-model",
+    "16",
+    "--mlp",
+    "32",
+    "--heads",
+    "2",
+]
+"""The training flags of ``layernorm-compare`` for a tiny byte-level GPT trained for 4 steps."""

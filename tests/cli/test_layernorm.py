@@ -9,25 +9,12 @@ import pytest
 import torch
 from cli_checks import assert_one_line_error
 from click.testing import Result
+from tiny import TINY_TRAIN
 from typer.testing import CliRunner
 
 from toolkit.cli import app
 
 runner = CliRunner()
-TINY_TRAIN = [
-    "--steps",
-    "4",
-    "--batch",
-    "2",
-    "--seq-len",
-    "8",
-    "--d-model",
-    "16",
-    "--mlp",
-    "32",
-    "--heads",
-    "2",
-]
 FAST = ["--device", "cpu", "--shapes", "64x32", "--budget", "0.05", *TINY_TRAIN]
 
 

@@ -7,27 +7,13 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
-from tiny import TINY_FLAGS
+from tiny import TINY_FLAGS, TINY_TRAIN
 from typer.testing import CliRunner
 
 from toolkit.cli import app, output
 
 runner = CliRunner()
 WIDTH = 100
-TINY_TRAIN = [
-    "--steps",
-    "3",
-    "--batch",
-    "2",
-    "--seq-len",
-    "8",
-    "--d-model",
-    "16",
-    "--mlp",
-    "32",
-    "--heads",
-    "2",
-]
 COMMANDS = {
     "params": ["params", *TINY_FLAGS],
     "load-weights": ["load-weights"],

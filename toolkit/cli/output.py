@@ -71,7 +71,7 @@ def print_renderable(target: Console, renderable: RenderableType) -> None:
     options = target.options.update(width=UNLIMITED_WIDTH)
     natural = Measurement.get(target, options, renderable).maximum
     width = target.width
-    target.width = max(width, min(natural, UNLIMITED_WIDTH))  # print() clamps to the console's width
+    target.width = max(width, natural)  # print() clamps to the console's width
     try:
         target.print(renderable)
     finally:

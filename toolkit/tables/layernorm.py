@@ -97,11 +97,6 @@ def numerics_tables(result: NumericsResult) -> list[Table]:
     return tables
 
 
-def numerics_table(result: NumericsResult) -> Table:
-    """The first dtype's numerics table (see :func:`numerics_tables` for all of them)."""
-    return numerics_tables(result)[0]
-
-
 def speed_tables(result: SpeedResult) -> list[Table]:
     """Per pass: median time, bandwidth against this run's copy bandwidth, and the ratio to torch."""
     tables = []
@@ -154,11 +149,6 @@ def speed_tables(result: SpeedResult) -> list[Table]:
             f"Allocator: {result.allocator}. {LABEL_CAPTION}"
         )
     return tables
-
-
-def speed_table(result: SpeedResult) -> Table:
-    """The first pass's speed table (see :func:`speed_tables` for all of them)."""
-    return speed_tables(result)[0]
 
 
 def memory_table(result: MemoryResult) -> Table:
@@ -230,41 +220,42 @@ def _settings_text(result: TrainingResult) -> str:
     )
 
 
+def _metric_table(
+    result: TrainingResult, title: str, caption: str, columns: tuple[tuple[str, str, str], ...]
+) -> Table:
+    """One row per normalisation, one column per metric, each with its % against torch LayerNorm."""
+    table = Table(title=title, title_justify="left", caption=caption, caption_justify="left")
+    table.add_column("normalisation", no_wrap=True)
+    for header, _, _ in columns:
+        table.add_column(header, justify="right", no_wrap=True)
+    for run in result.runs:
+        table.add_row(NORM_LABELS.get(run.norm, run.norm), *_metric_cells(result, run.norm, columns))
+    return table
+
+
 def training_table(result: TrainingResult) -> Table:
     """Per normalisation: final quality, convergence and stability; % against torch LayerNorm."""
     corpus = result.corpus
-    table = Table(
-        title=f"Training quality: {_settings_text(result)}",
-        title_justify="left",
-        caption=f"data: {escape(corpus['source'])} ({corpus['files']} files, "
+    return _metric_table(
+        result,
+        f"Training quality: {_settings_text(result)}",
+        f"data: {escape(corpus['source'])} ({corpus['files']} files, "
         f"{corpus['train_bytes']:,} train / {corpus['validation_bytes']:,} validation bytes). "
         "val loss: nats per byte, eval mode; perplexity per byte. (±x%): against torch LayerNorm. "
         "steps to 90%: first step where the smoothed training loss made 90% of its final improvement. "
         "loss std: training loss over the last steps, detrended.",
-        caption_justify="left",
+        QUALITY_COLUMNS,
     )
-    table.add_column("normalisation", no_wrap=True)
-    for header, _, _ in QUALITY_COLUMNS:
-        table.add_column(header, justify="right", no_wrap=True)
-    for run in result.runs:
-        table.add_row(NORM_LABELS.get(run.norm, run.norm), *_metric_cells(result, run.norm, QUALITY_COLUMNS))
-    return table
 
 
 def training_cost_table(result: TrainingResult) -> Table:
     """Per normalisation: training speed and memory; % against torch LayerNorm."""
-    table = Table(
-        title="Training cost",
-        title_justify="left",
-        caption=f"wall s: training steps only, evaluation excluded. peak: {result.peak_method}.",
-        caption_justify="left",
+    return _metric_table(
+        result,
+        "Training cost",
+        f"wall s: training steps only, evaluation excluded. peak: {result.peak_method}.",
+        COST_COLUMNS,
     )
-    table.add_column("normalisation", no_wrap=True)
-    for header, _, _ in COST_COLUMNS:
-        table.add_column(header, justify="right", no_wrap=True)
-    for run in result.runs:
-        table.add_row(NORM_LABELS.get(run.norm, run.norm), *_metric_cells(result, run.norm, COST_COLUMNS))
-    return table
 
 
 def activations_table(result: TrainingResult) -> Table:
