@@ -84,6 +84,10 @@ class SweepError(ToolkitError, ValueError):
     """A latency sweep that cannot run: an unknown parameter to vary, or values the model cannot take."""
 
 
+class OutputError(ToolkitError, OSError):
+    """An output file or directory that cannot be written (checked before the work starts)."""
+
+
 class MatmulError(ToolkitError, RuntimeError):
     """A parallel matrix product that cannot run or did not finish: no room, a dead worker, a failed rank."""
 

@@ -8,6 +8,11 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from toolkit.errors import OutputError, setting
+
+PLOT_SUFFIXES = (".png", ".pdf", ".svg")
+"""The figure formats the plots may be written in (matplotlib's Agg backend writes all three)."""
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
@@ -27,6 +32,52 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def check_output_file(path: str | Path, quantity: str, suffixes: tuple[str, ...] = ()) -> Path:
+    """Refuse, before any work, an output file that could not be written: a directory, a suffix
+    not in ``suffixes`` (any suffix when empty), or a place where no file can be created.
+
+    ``quantity`` names the setting in the message (``"plot"`` -> ``--plot`` on the command line).
+    """
+    target = Path(path)
+    name = setting(quantity)
+    if target.is_dir():
+        raise OutputError(f"{name} {target} is a directory; give a file name inside it instead")
+    if suffixes and target.suffix.lower() not in suffixes:
+        raise OutputError(
+            f"{name} {target}: cannot write a {target.suffix or 'suffix-less'} file; "
+            f"give a name ending in {' or '.join(suffixes)}"
+        )
+    _check_can_create_in(target.parent, name, target)
+    return target
+
+
+def check_output_dir(path: str | Path, quantity: str) -> Path:
+    """Refuse, before any work, an output directory that is a file or where nothing can be written."""
+    target = Path(path)
+    name = setting(quantity)
+    if target.exists() and not target.is_dir():
+        raise OutputError(f"{name} {target} is a file, not a directory; give a directory for the files")
+    _check_can_create_in(target, name, target)
+    return target
+
+
+def _check_can_create_in(directory: Path, name: str, target: Path) -> None:
+    """The nearest existing folder of ``directory`` must be a folder in which a file can be made."""
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputError(f"{name} {target}: {existing} is a file, not a directory; choose another place")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise OutputError(
+            f"{name} {target}: cannot write into {existing} ({reason}); choose a writable place"
+        ) from None
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:

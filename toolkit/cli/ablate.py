@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
@@ -13,6 +14,7 @@ from toolkit.cli.app import app
 from toolkit.cli.output import Output
 from toolkit.config import ModelConfig
 from toolkit.errors import WeightsError
+from toolkit.files import PLOT_SUFFIXES, check_output_file
 from toolkit.plots import ABLATION_PLOT
 
 if TYPE_CHECKING:
@@ -145,6 +147,8 @@ def ablate_command(
         if latency
         else None
     )
+    if not no_plot:
+        check_output_file(plot, "plot", PLOT_SUFFIXES)
     if weights is None:
         weights, shipped_examples = shipped_files()
         examples = shipped_examples if examples is None else examples
@@ -176,7 +180,7 @@ def ablate_command(
             out.note(f"no --examples given: output change measured on random token ids of lengths {lengths}")
         result = run_ablation(model, inputs, variants, timing, progress=progress)
     if not no_plot:
-        out.note(f"plot written to {save_ablation_plot(result, plot)}")
+        out.save("plot", functools.partial(save_ablation_plot, result, plot))
     if result.latency is not None:
         out.warn_all(latency_notes(result.latency, torch.get_num_threads()))
     rows = [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 from rich.console import RenderableType
@@ -12,10 +12,13 @@ from rich.console import RenderableType
 from toolkit.cli import options as opt
 from toolkit.cli.app import app
 from toolkit.cli.output import Output
-from toolkit.errors import SweepError
-from toolkit.files import atomic_path
+from toolkit.errors import OutputError, SweepError
+from toolkit.files import PLOT_SUFFIXES, atomic_path, check_output_dir, check_output_file
 from toolkit.plots import PLOTS_DIR
 from toolkit.studies.settings import DEFAULT_VALUES
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 SWEEP = "Sweep"
 TIMING = "Timing"
@@ -83,6 +86,35 @@ PlotPath = Annotated[
 ]
 
 
+def _plot_path(swept: str, plot: Path | None, every_sweep: bool) -> Path:
+    """Where one sweep's plot goes: --plot itself, or with --vary all a file inside --plot."""
+    if every_sweep:
+        return (plot or PLOTS_DIR) / f"latency_{swept}.png"
+    return plot or PLOTS_DIR / f"latency_{swept}.png"
+
+
+def _check_outputs(vary: str, plot: Path | None, no_plot: bool, csv: Path | None) -> None:
+    """Refuse an output path that could not be written before any timing starts."""
+    if not no_plot:
+        if vary == "all":
+            if plot is not None and plot.suffix.lower() in PLOT_SUFFIXES:
+                raise OutputError(
+                    f"--plot {plot}: with --vary all, --plot is the directory for one plot per sweep; "
+                    "give a directory"
+                )
+            check_output_dir(plot or PLOTS_DIR, "plot")
+        else:
+            check_output_file(_plot_path(vary, plot, False), "plot", PLOT_SUFFIXES)
+    if csv is not None:
+        check_output_file(csv, "csv")
+
+
+def _write_csv(frame: pd.DataFrame, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+    return path
+
+
 def parse_values(text: str) -> list[int]:
     """``"1,2,4,8"`` -> [1, 2, 4, 8]; positive integers only, at least two, no repeats."""
     try:
@@ -143,6 +175,7 @@ def latency_command(
             "--values cannot be used with --vary all (each sweep uses its defaults); pick one --vary"
         )
     swept = parse_values(values) if values is not None else None
+    _check_outputs(vary, plot, no_plot, csv)
     torch_device, torch_dtype = resolve_device(device), resolve_dtype(dtype)
     if threads is not None:
         torch.set_num_threads(threads)
@@ -171,13 +204,11 @@ def latency_command(
     plot_paths: list[Path] = []
     if not no_plot:
         for sweep in sweeps:
-            target = (plot or PLOTS_DIR) / f"latency_{sweep.vary}.png" if report is not None else plot
-            plot_paths.append(save_latency_plot(sweep, target))
-            out.note(f"plot written to {plot_paths[-1]}")
+            target = _plot_path(sweep.vary, plot, vary == "all")
+            written = out.save("plot", functools.partial(save_latency_plot, sweep, target))
+            plot_paths += [written] if written is not None else []
     if csv is not None:
-        with atomic_path(csv) as tmp:
-            outcome.to_frame().to_csv(tmp, index=False)
-        out.note(f"rows written to {csv}")
+        out.save("rows", functools.partial(_write_csv, outcome.to_frame(), csv))
     for sweep in sweeps:
         out.warn_all(sweep_notes(sweep, torch.get_num_threads()))
     renderables: list[RenderableType] = []

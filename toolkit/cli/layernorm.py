@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -11,6 +12,7 @@ from toolkit.cli import options as opt
 from toolkit.cli.app import app
 from toolkit.cli.output import Output
 from toolkit.errors import ConfigError
+from toolkit.files import check_output_dir
 from toolkit.plots import PLOTS_DIR
 from toolkit.studies.settings import DEFAULT_SHAPES, TRAIN_NORMS, TrainingSettings
 
@@ -155,12 +157,15 @@ def layernorm_compare_command(
 
     from toolkit.device import resolve_device, resolve_dtype
     from toolkit.layernorm import available_backends
-    from toolkit.plots.layernorm import save_layernorm_plots
+    from toolkit.plots.figure import save_figure
+    from toolkit.plots.layernorm import layernorm_figures
     from toolkit.studies.layernorm import run_layernorm_study, stdlib_corpus, text_corpus
     from toolkit.tables.timing import cautions_text
 
     torch_device, torch_dtype = resolve_device(device), resolve_dtype(dtype)
     grid = parse_shapes(shapes)
+    if not no_plot and (speed or train):
+        check_output_dir(plots_dir, "plots_dir")
     model = _DEFAULT.model.replace(
         max_seq_len=seq_len, d_model=d_model, n_heads=heads, n_layers=layers, d_mlp=mlp
     )
@@ -193,9 +198,10 @@ def layernorm_compare_command(
             corpus=corpus,
             progress=progress,
         )
-    plots = [] if no_plot else save_layernorm_plots(report, plots_dir)
-    for path in plots:
-        out.note(f"plot written to {path}")
+    plots: list[Path] = []
+    for name, build in [] if no_plot else layernorm_figures(report):
+        written = out.save("plot", functools.partial(save_figure, build(), plots_dir / name))
+        plots += [written] if written is not None else []
     if report.speed is not None:
         out.warn_all(cautions_text(report.speed.cautions, torch.get_num_threads()), shown=3)
     out.finish({**report.to_dict(), "plots": [str(p) for p in plots]}, *_renderables(report))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Annotated
 
@@ -61,8 +62,10 @@ def load_weights_command(
         )
     exported = None
     if export is not None and report.passed:
-        exported = str(export_checkpoint(model, export))
-        out.note(f"wrote {exported} (toolkit names, config in its metadata; read it back with --weights)")
+        written = out.save("export", functools.partial(export_checkpoint, model, export))
+        exported = str(written) if written is not None else None
+        if written is not None:
+            out.note("the export has toolkit names and its config in its metadata; read it with --weights")
     elif export is not None:
         out.note(f"not exported to {export}: the model does not reproduce its examples")
     tables = [config_table(report)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from dataclasses import replace
@@ -14,6 +15,7 @@ from toolkit.cli import options as opt
 from toolkit.cli.app import app
 from toolkit.cli.output import Output
 from toolkit.errors import InputError
+from toolkit.files import PLOT_SUFFIXES, check_output_file
 from toolkit.plots import MATMUL_PLOT
 
 if TYPE_CHECKING:
@@ -224,6 +226,8 @@ def matmul_command(
         run_follower(split, kernel, where)  # rank 0 has the inputs and prints the report
         return
     counts = _worker_counts(workers, sweep_workers)
+    if len(counts) > 1:
+        check_output_file(plot, "plot", PLOT_SUFFIXES)
     settings = MatmulSettings(
         split=split,
         kernel=kernel,
@@ -245,7 +249,7 @@ def matmul_command(
     except Terminated as exc:
         _exit_now(exc.exit_code, str(exc))
     if len(result.runs) > 1:
-        out.note(f"scaling plot: {save_scaling_plot(result, plot)}")
+        out.save("scaling plot", functools.partial(save_scaling_plot, result, plot))
     tables = (setup_table(result), timing_table(result), speedup_table(result), verification_table(result))
     out.finish(result.to_dict(), *tables)
     if not result.correct:

@@ -15,7 +15,8 @@ import contextlib
 import json
 import math
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console, RenderableType
@@ -23,7 +24,7 @@ from rich.measure import Measurement
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from toolkit.cli.options import FLAGS
-from toolkit.errors import name_settings
+from toolkit.errors import OutputError, name_settings
 from toolkit.progress import ProgressCallback, no_progress
 
 console = Console()
@@ -84,6 +85,7 @@ class Output:
     def __init__(self, json: bool = False) -> None:
         self.json = json
         self._messages: list[tuple[str, str]] = []  # (level, text), in the order they were queued
+        self._failed_writes: list[str] = []
 
     @property
     def messages(self) -> list[dict[str, str]]:
@@ -105,6 +107,19 @@ class Output:
             self.warn(text)
         if shown is not None and len(texts) > shown:
             self.warn(f"{len(texts) - shown} more timing warnings (noisy machine?); --json lists them all")
+
+    def save(self, what: str, write: Callable[[], Path]) -> Path | None:
+        """Run ``write`` (which returns the path it wrote) and note the file; a write that fails even
+        though its path was checked before the work is kept for :meth:`finish`, which prints the
+        result first and then fails with one line (exit 2)."""
+        try:
+            path = write()
+        except OSError as exc:
+            where = f" {exc.filename}" if exc.filename else ""
+            self._failed_writes.append(f"could not write {what}{where}: {exc.strerror or exc}")
+            return None
+        self.note(f"{what} written to {path}")
+        return path
 
     @contextlib.contextmanager
     def progress(self) -> Iterator[ProgressCallback]:
@@ -129,7 +144,8 @@ class Output:
             yield update
 
     def finish(self, data: dict[str, Any], *renderables: RenderableType) -> None:
-        """Print the result (``data`` as JSON with --json, else the tables), then the notes."""
+        """Print the result (``data`` as JSON with --json, else the tables), then the notes; then fail
+        with one line if a file could not be written."""
         if self.json:
             print_json({**data, "messages": self.messages})
         else:
@@ -139,3 +155,7 @@ class Output:
             line = text if level == "note" else f"warning: {text}"
             err_console.print(line, highlight=False, markup=False, soft_wrap=not err_console.is_terminal)
         self._messages.clear()
+        if self._failed_writes:
+            failed, self._failed_writes = self._failed_writes, []
+            more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+            raise OutputError(f"{failed[0]}{more}; the results above are complete, only the file is missing")

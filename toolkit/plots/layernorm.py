@@ -4,6 +4,7 @@ hidden-unit correlation before and after normalisation, and achieved bandwidth."
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -174,16 +175,23 @@ def speed_figure(result: SpeedResult) -> Figure:
     return figure
 
 
-def save_layernorm_plots(report: LayerNormReport, directory: str | Path = PLOTS_DIR) -> list[Path]:
-    """Write every figure the report has data for into ``directory``; returns the paths."""
-    folder = Path(directory)
-    paths = []
+def layernorm_figures(report: LayerNormReport) -> list[tuple[str, Callable[[], Figure]]]:
+    """The file name and a builder of every figure the report has data for, in the order written."""
+    figures: list[tuple[str, Callable[[], Figure]]] = []
     if report.speed is not None:
-        paths.append(save_figure(speed_figure(report.speed), folder / "layernorm_speed.png"))
+        speed = report.speed
+        figures.append(("layernorm_speed.png", lambda: speed_figure(speed)))
     if report.training is not None:
         training = report.training
-        paths.append(save_figure(metrics_figure(training), folder / "metrics_comparison.png"))
-        paths.append(save_figure(curves_figure(training), folder / "training_curves.png"))
-        paths.append(save_figure(gradient_flow_figure(training), folder / "gradient_flow.png"))
-        paths.append(save_figure(correlation_figure(training), folder / "hidden_correlation.png"))
-    return paths
+        figures += [
+            ("metrics_comparison.png", lambda: metrics_figure(training)),
+            ("training_curves.png", lambda: curves_figure(training)),
+            ("gradient_flow.png", lambda: gradient_flow_figure(training)),
+            ("hidden_correlation.png", lambda: correlation_figure(training)),
+        ]
+    return figures
+
+
+def save_layernorm_plots(report: LayerNormReport, directory: str | Path = PLOTS_DIR) -> list[Path]:
+    """Write every figure the report has data for into ``directory``; returns the paths."""
+    return [save_figure(build(), Path(directory) / name) for name, build in layernorm_figures(report)]

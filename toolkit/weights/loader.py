@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 
 from toolkit.config import ModelConfig, from_dict
 from toolkit.errors import CheckpointKeysError, ConfigError, WeightsError, setting
-from toolkit.files import atomic_path
+from toolkit.files import atomic_path, check_output_file
 from toolkit.model import Transformer
 from toolkit.progress import ProgressCallback
 from toolkit.weights.examples import check_examples, read_examples
@@ -259,7 +259,7 @@ def check_export_path(path: str | Path) -> Path:
         raise WeightsError(f"export path {path} must end in .safetensors (exports are safetensors files)")
     if path.is_dir():
         raise WeightsError(f"export path {path} is a directory; give a file name ending in .safetensors")
-    return path
+    return check_output_file(path, "export")  # a place where the file can be created
 
 
 def export_checkpoint(model: Transformer, path: str | Path) -> Path:
