@@ -82,6 +82,8 @@ def test_loads_json_and_toml(tmp_path: Path) -> None:
     ("name", "text", "message"),
     [
         ("missing.json", None, "does not exist"),
+        ("folder.json", "DIR", "is a directory, not a file"),
+        ("empty.json", "", "is empty"),
         ("bad.json", '{"d_model": ', "not valid JSON"),
         ("bad.toml", "d_model = = 3", "not valid TOML"),
         ("list.json", "[1, 2]", "must hold one table"),
@@ -92,7 +94,9 @@ def test_loads_json_and_toml(tmp_path: Path) -> None:
 def test_bad_config_files(tmp_path: Path, name: str, text: str | None, message: str) -> None:
     """Unreadable or malformed config files raise ConfigError with the reason."""
     path = tmp_path / name
-    if text is not None:
+    if text == "DIR":
+        path.mkdir()
+    elif text is not None:
         path.write_text(text)
     with pytest.raises(ConfigError, match=message):
         load_config(path)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from toolkit.errors import ConfigError, InputError, setting
+from toolkit.files import check_input_file
 
 GELU_VARIANTS = ("none", "tanh")  # torch.nn.functional.gelu's `approximate` argument
 RESIDUAL_VARIANTS = ("standard", "input-skip", "no-mlp-skip", "parallel")
@@ -107,9 +108,7 @@ def from_dict(values: dict[str, Any]) -> ModelConfig:
 
 def load_config(path: str | Path) -> ModelConfig:
     """Read a config from a ``.json`` or ``.toml`` file (a flat table of ModelConfig fields)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist; pass an existing .json or .toml file")
+    path = check_input_file(path, "config file", "pass an existing .json or .toml file", ConfigError)
     suffix = path.suffix.lower()
     try:
         text = path.read_text(encoding="utf-8")

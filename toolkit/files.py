@@ -8,7 +8,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from toolkit.errors import OutputError, setting
+from toolkit.errors import OutputError, ToolkitError, setting
 
 PLOT_SUFFIXES = (".png", ".pdf", ".svg")
 """The figure formats the plots may be written in (matplotlib's Agg backend writes all three)."""
@@ -32,6 +32,25 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def check_input_file(
+    path: str | Path, what: str, hint: str, error: type[ToolkitError], allow_empty: bool = False
+) -> Path:
+    """``path`` as an existing, non-empty, regular file, or ``error`` saying which of those it is not.
+
+    ``what`` names the file in the message ("config file"), ``hint`` says what to pass instead.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise error(f"{what} {path} is a directory, not a file; {hint}")
+    if not path.exists():
+        raise error(f"{what} {path} does not exist; {hint}")
+    if not path.is_file():
+        raise error(f"{what} {path} is not a regular file; {hint}")
+    if not allow_empty and path.stat().st_size == 0:
+        raise error(f"{what} {path} is empty (0 bytes); {hint}")
+    return path
 
 
 def check_output_file(path: str | Path, quantity: str, suffixes: tuple[str, ...] = ()) -> Path:

@@ -80,6 +80,8 @@ def test_training_tables_and_data_file(tmp_path: Path) -> None:
         (["--shapes", "0x32"], "positive sizes"),
         (["--norms", "torch,layer"], "unknown norm"),
         (["--data", "/nonexistent/corpus.txt"], "does not exist"),
+        (["--data", "."], "is a directory, not a file"),
+        (["--data", "/dev/null"], "is not a regular file"),
         (["--heads", "3"], "divisible"),
         (["--lr", "0"], "learning rate"),
         (["--dtype", "float8"], "Invalid value"),

@@ -10,7 +10,7 @@ import pytest
 import torch
 from checkpoints import RunsCode, gpt2, gpt2_examples, to_supplied, write_pair
 from cli_checks import assert_one_line_error
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from tiny import TINY
 from typer.testing import CliRunner
 
@@ -124,8 +124,27 @@ def test_bad_inputs_one_line_exit_2(tiny: tuple[Path, Path], tmp_path: Path) -> 
     save_file(state, str(tmp_path / "misshapen.safetensors"))
     write_examples([Example(torch.tensor([1, 2]), torch.zeros(2, 60))], tmp_path / "vocab60.safetensors")
     (tmp_path / "mapping.json").write_text("{", encoding="utf-8")
+    (tmp_path / "empty.pt").write_bytes(b"")
+    save_file(
+        {k: v.round().to(torch.int64) for k, v in to_supplied(hf).items()}, str(tmp_path / "int.safetensors")
+    )
+    write_examples(
+        [Example(torch.tensor([1, 2]), torch.zeros(2, 61)), Example(torch.tensor([3]), torch.zeros(1, 61))],
+        tmp_path / "two.safetensors",
+    )
+    pairs = load_file(str(tmp_path / "two.safetensors"))
+    save_file({k: v for k, v in pairs.items() if k != "logits_1"}, str(tmp_path / "no_logits_1.safetensors"))
 
     cases = [
+        (["--weights", str(tmp_path)], "is a directory, not a file"),
+        (["--weights", str(weights), "--examples", str(tmp_path)], "is a directory, not a file"),
+        (["--weights", str(tmp_path / "empty.pt")], "empty.pt is empty (0 bytes)"),
+        (["--weights", str(tmp_path / "int.safetensors")], "not floating point: "),
+        (["--weights", str(weights), "--examples", str(weights)], "holds no input_ids_<i> / logits_<i>"),
+        (
+            ["--weights", str(weights), "--examples", str(tmp_path / "no_logits_1.safetensors")],
+            ": missing logits_1;",
+        ),
         (["--weights", str(tmp_path / "missing.safetensors")], "does not exist"),
         (["--weights", str(truncated)], "truncated"),
         (["--weights", str(tmp_path / "evil.pt")], "refusing"),

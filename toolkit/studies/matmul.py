@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from toolkit.errors import InputError, setting
+from toolkit.files import check_input_file
 from toolkit.matmul import worker
 from toolkit.matmul.distributed import LocalGroup, backend_for, check_device, in_torchrun, torchrun_rank
 from toolkit.matmul.kernels import NAIVE_REFERENCE_MAX_MULTIPLY_ADDS
@@ -78,6 +79,7 @@ def load_inputs(path_a: Path, path_b: Path, dtype: str | None = None) -> tuple[n
     """
     arrays = []
     for name, path in (("A", path_a), ("B", path_b)):
+        check_input_file(path, f"{name} file", "pass an existing .npy file", InputError)
         try:
             array = np.load(path, mmap_mode="r", allow_pickle=False)
         except FileNotFoundError:

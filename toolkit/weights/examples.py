@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,14 +36,7 @@ def read_examples(path: str | Path) -> list[Example]:
     path = Path(path)
     content, _ = read_tensors(path, what="examples")
     if path.suffix.lower() == ".safetensors":
-        count = len(content) // 2
-        wanted = {f"{name}_{i}" for i in range(count) for name in ("input_ids", "logits")}
-        if set(content) != wanted or count == 0:
-            odd = sorted(set(content) ^ wanted)
-            raise WeightsError(
-                f"examples file {path} must hold input_ids_<i> and logits_<i> for i = 0..n-1; "
-                f"does not fit: {', '.join(odd[:6]) or '(empty)'}"
-            )
+        count = _example_count(content, path)
         raw: list[Any] = [
             {"input_ids": content[f"input_ids_{i}"], "logits": content[f"logits_{i}"]} for i in range(count)
         ]
@@ -53,6 +47,35 @@ def read_examples(path: str | Path) -> list[Example]:
             f"examples file {path} must hold a non-empty list of {{'input_ids', 'logits'}} dicts"
         )
     return [_example(item, i, path) for i, item in enumerate(raw)]
+
+
+_KEY = re.compile(r"(input_ids|logits)_(\d+)")
+
+
+def _example_count(content: dict[str, Any], path: Path) -> int:
+    """How many examples a safetensors examples file holds, or which keys it lacks or should not have."""
+    indices = {int(m.group(2)) for key in content if (m := _KEY.fullmatch(key))}
+    others = sorted(key for key in content if not _KEY.fullmatch(key))
+    if not indices:
+        keys = ", ".join(others[:4]) + (", ..." if len(others) > 4 else "")
+        raise WeightsError(
+            f"examples file {path} holds no input_ids_<i> / logits_<i> tensors (its keys: {keys or 'none'}); "
+            "is it a checkpoint? pass the reference examples"
+        )
+    count = max(indices) + 1
+    pairs = [f"{name}_{i}" for i in range(count) for name in ("input_ids", "logits")]
+    missing = [key for key in pairs if key not in content]
+    problems = [
+        f"{what} {', '.join(keys[:6])}"
+        for what, keys in (("missing", missing), ("unexpected", others))
+        if keys
+    ]
+    if problems:
+        raise WeightsError(
+            f"examples file {path}: {'; '.join(problems)}; each example i = 0..{count - 1} needs both "
+            "input_ids_<i> and logits_<i>, and nothing else"
+        )
+    return count
 
 
 def _example(item: Any, index: int, path: Path) -> Example:

@@ -15,6 +15,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from toolkit.errors import WeightsError, setting
+from toolkit.files import check_input_file
 
 TENSOR_SUFFIXES = (".safetensors", ".pt", ".pth")
 
@@ -29,11 +30,9 @@ def read_tensors(path: str | Path, what: str = "checkpoint") -> tuple[dict[str, 
     ``.pt`` files are read with ``torch.load(weights_only=True)`` only: a file holding anything but
     tensors and plain containers (a pickled callable, a class) is refused without running it.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(
-            f"{what} file {path} does not exist; pass an existing .safetensors, .pt or .pth file"
-        )
+    path = check_input_file(
+        path, f"{what} file", "pass an existing .safetensors, .pt or .pth file", WeightsError
+    )
     suffix = path.suffix.lower()
     if suffix not in TENSOR_SUFFIXES:
         raise WeightsError(
@@ -59,7 +58,9 @@ def read_tensors(path: str | Path, what: str = "checkpoint") -> tuple[dict[str, 
             f"unpickled ({reason}); save plain tensors (state_dict / safetensors) instead"
         ) from None
     except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile) as exc:
-        raise WeightsError(f"{what} file {path} is not a readable torch file (truncated?): {exc}") from None
+        raise WeightsError(
+            f"{what} file {path} is not a readable torch file (truncated?): {exc or type(exc).__name__}"
+        ) from None
     return content, {}
 
 
@@ -73,6 +74,21 @@ def as_state_dict(content: Any, path: Path) -> dict[str, torch.Tensor]:
     if not_tensors:
         raise WeightsError(f"checkpoint {path}: entries that are not tensors: {', '.join(not_tensors)}")
     return {str(k): v for k, v in content.items()}
+
+
+def refuse_non_float(tensors: dict[str, torch.Tensor], path: str | Path) -> None:
+    """Weights are floating point: an integer, boolean or complex tensor means a wrong file."""
+    odd = [
+        f"{key} ({str(t.dtype).removeprefix('torch.')})"
+        for key, t in tensors.items()
+        if not t.is_floating_point()
+    ]
+    if odd:
+        shown = "; ".join(odd[:4]) + (f"; and {len(odd) - 4} more" if len(odd) > 4 else "")
+        raise WeightsError(
+            f"checkpoint {path} holds weights that are not floating point: {shown}; "
+            "save the model's float parameters (float32, float16 or bfloat16)"
+        )
 
 
 def shape_text(tensor: torch.Tensor) -> str:

@@ -20,7 +20,7 @@ from toolkit.files import atomic_path, check_output_file
 from toolkit.model import Transformer
 from toolkit.progress import ProgressCallback
 from toolkit.weights.examples import check_examples, read_examples
-from toolkit.weights.files import as_state_dict, read_tensors, shape_text
+from toolkit.weights.files import as_state_dict, read_tensors, refuse_non_float, shape_text
 from toolkit.weights.mapping import (
     SIZE_SYMBOLS,
     KeyMapping,
@@ -138,6 +138,7 @@ def _read_export(tensors: dict[str, torch.Tensor], metadata: dict[str, str], pat
     missing, unexpected, mismatched = _state_problems(_parameter_shapes(saved), tensors)
     if missing or unexpected or mismatched:
         raise CheckpointKeysError(str(path), missing, unexpected, mismatched)
+    refuse_non_float(tensors, path)
     state = {k: v.to(torch.float32) for k, v in tensors.items()}
     sources = {name: "config stored in the export" for name in (*SIZE_SYMBOLS, "n_layers")}
     return _Readable(saved, lambda heads: state, sources, "none (toolkit export)", "toolkit", saved.n_heads)

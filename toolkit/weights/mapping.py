@@ -16,7 +16,8 @@ from typing import Any
 import torch
 
 from toolkit.errors import CheckpointKeysError, WeightsError, setting
-from toolkit.weights.files import fmt_shape, shape_text
+from toolkit.files import check_input_file
+from toolkit.weights.files import fmt_shape, refuse_non_float, shape_text
 
 SIZE_SYMBOLS = ("vocab_size", "max_seq_len", "d_model", "d_mlp")
 TRANSFORMS = ("rename", "transpose", "bias", "split_qkv", "tied")
@@ -63,11 +64,9 @@ def read_mapping(path: str | Path | None = None) -> KeyMapping:
         text = resources.files("toolkit").joinpath("data/keys_mapping.json").read_text(encoding="utf-8")
         origin = BUILTIN_MAPPING
     else:
-        path = Path(path)
-        if not path.is_file():
-            raise WeightsError(
-                f"mapping file {path} does not exist; pass {setting('mapping')} PATH to a JSON key mapping"
-            )
+        path = check_input_file(
+            path, "mapping file", f"pass {setting('mapping')} PATH to a JSON key mapping", WeightsError
+        )
         text, origin = path.read_text(encoding="utf-8"), str(path)
     try:
         data = json.loads(text)
@@ -210,6 +209,7 @@ def match_checkpoint(tensors: dict[str, torch.Tensor], mapping: KeyMapping, path
                 )
     if missing or unexpected or mismatched:
         raise CheckpointKeysError(path, missing, unexpected, mismatched)
+    refuse_non_float(tensors, path)
     absent = [s for s in SIZE_SYMBOLS if s not in sizes]
     if absent:
         raise WeightsError(f"mapping {mapping.origin} gives no shape from which to read {', '.join(absent)}")

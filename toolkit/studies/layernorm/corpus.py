@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from toolkit.errors import DataError, setting
+from toolkit.files import check_input_file
 
 
 @dataclass
@@ -75,9 +76,7 @@ def stdlib_corpus(max_bytes: int = 4_000_000, validation_every: int = 10, seed: 
 
 def text_corpus(path: str | Path, validation_fraction: float = 0.1) -> Corpus:
     """Any file as bytes: the last ``validation_fraction`` is validation, the rest training."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"data file {path} does not exist; pass an existing text file to {setting('data')}")
+    path = check_input_file(path, "data file", f"pass an existing text file to {setting('data')}", DataError)
     try:
         data = path.read_bytes()
     except OSError as exc:
