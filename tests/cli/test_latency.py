@@ -97,6 +97,7 @@ def test_vary_all_json_and_plots(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         (["--vary", "heads", "--values", "1,two"], "comma-separated integers"),
         (["--vary", "heads", "--values", "3,5"], "do not divide d_model=24"),
         (["--vary", "d-model", "--values", "24,25"], "multiples of heads=3"),
+        (["--vary", "seq-len", "--values", "8,64"], "64 exceed max_seq_len=32"),
         (["--vary", "all", "--values", "1,2"], "--values cannot be used with --vary all"),
         (["--vary", "layers", "--budget", "0"], "--budget"),
         (["--vary", "layers", "--seq-len", "64"], "exceeds max_seq_len=32"),

@@ -15,9 +15,9 @@ from toolkit.cli.latency import parse_values
 from toolkit.errors import SweepError
 from toolkit.flops import forward_flops
 from toolkit.studies.latency import (
-    DEFAULT_VALUES,
     VARY_CHOICES,
     LatencyResult,
+    default_values,
     fit_trend,
     influence,
     sweep_configs,
@@ -58,12 +58,12 @@ def test_parse_values() -> None:
 
 
 def test_sweep_configs_change_only_the_swept_parameter() -> None:
-    """Each value changes one field; heads keep d_model; seq-len raises max_seq_len to fit."""
+    """Each value changes one field; heads keep d_model; seq-len keeps the config (lengths must fit)."""
     base = ModelConfig()
     heads = sweep_configs("heads", [1, 4], base, 1, 1024)
     assert [(c.n_heads, c.d_model, c.head_dim) for c, _, _ in heads] == [(1, 256, 256), (4, 256, 64)]
-    seq = sweep_configs("seq-len", [512, 4096], base, 1, 1024)
-    assert [(c.max_seq_len, s) for c, _, s in seq] == [(1024, 512), (4096, 4096)]
+    seq = sweep_configs("seq-len", [512, 1024], base, 1, 1024)
+    assert [(c, s) for c, _, s in seq] == [(base, 512), (base, 1024)]
     batch = sweep_configs("batch", [2, 8], base, 1, 1024)
     assert [(c, b) for c, b, _ in batch] == [(base, 2), (base, 8)]
     layers = sweep_configs("layers", [1, 6], base, 1, 1024)
@@ -80,10 +80,23 @@ def test_sweep_configs_refuse_impossible_values() -> None:
         sweep_configs("width", [1, 2], ModelConfig(), 1, 1024)
 
 
+@pytest.mark.parametrize("max_seq_len", [1, 3, 32, 1024, 4096])
+def test_seq_len_defaults_never_exceed_the_position_table(max_seq_len: int) -> None:
+    """Default lengths fit max_seq_len (two at least, when it allows), and longer ones are refused."""
+    config = ModelConfig(max_seq_len=max_seq_len)
+    lengths = default_values("seq-len", max_seq_len)
+    assert lengths == tuple(sorted(set(lengths)))
+    assert max(lengths) <= max_seq_len
+    assert len(lengths) >= min(2, max_seq_len)
+    assert [s for _, _, s in sweep_configs("seq-len", lengths, config, 1, max_seq_len)] == list(lengths)
+    with pytest.raises(SweepError, match=f"exceed max_seq_len={max_seq_len}"):
+        sweep_configs("seq-len", [1, max_seq_len + 1], config, 1, max_seq_len)
+
+
 def test_default_values_fit_the_default_config() -> None:
     """Every default sweep is valid around the reference config."""
     for vary in VARY_CHOICES:
-        assert len(sweep_configs(vary, DEFAULT_VALUES[vary], ModelConfig(), 1, 1024)) >= 4
+        assert len(sweep_configs(vary, default_values(vary, 1024), ModelConfig(), 1, 1024)) >= 4
 
 
 def test_tiny_sweep_rows_and_derived_rates(tiny_sweep: LatencyResult) -> None:

@@ -23,7 +23,10 @@ if TYPE_CHECKING:
 SWEEP = "Sweep"
 TIMING = "Timing"
 
-_DEFAULTS_HELP = "; ".join(f"{k}: {','.join(map(str, v))}" for k, v in DEFAULT_VALUES.items())
+_DEFAULTS_HELP = "; ".join(
+    f"{k}: {','.join(map(str, v))}{' (those up to max-seq-len)' if k == 'seq-len' else ''}"
+    for k, v in DEFAULT_VALUES.items()
+)
 
 VaryName = Literal["seq-len", "vocab", "d-model", "heads", "layers", "mlp", "batch", "all"]
 Vary = Annotated[

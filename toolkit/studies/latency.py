@@ -25,7 +25,8 @@ from toolkit.errors import ConfigError, SweepError, setting
 from toolkit.flops import FLOP_CONVENTION, forward_flops, matmul_operands
 from toolkit.model import Transformer
 from toolkit.progress import ProgressCallback, no_progress
-from toolkit.studies.settings import DEFAULT_VALUES, VARY_CHOICES, ForwardTiming
+from toolkit.studies.settings import DEFAULT_VALUES as DEFAULT_VALUES  # re-exported
+from toolkit.studies.settings import VARY_CHOICES, ForwardTiming, default_values
 from toolkit.studies.trends import Influence, Trend, fit_trend, influence_of
 from toolkit.timing.engine import compare
 from toolkit.timing.machine import capture_context
@@ -224,10 +225,19 @@ def sweep_configs(
                 f"{setting('values')} {','.join(map(str, bad))} are not multiples of heads={config.n_heads}; "
                 f"use multiples of {config.n_heads} or change {setting('n_heads')}"
             )
+    if vary == "seq-len":
+        too_long = [v for v in values if v > config.max_seq_len]
+        if too_long:
+            raise SweepError(
+                f"{setting('values')} {','.join(map(str, too_long))} exceed "
+                f"max_seq_len={config.max_seq_len}, "
+                f"the longest sequence the model has positions for; raise {setting('max_seq_len')} to "
+                f"{max(too_long)} or drop those values"
+            )
     out = []
     for value in values:
         if vary == "seq-len":
-            out.append((config.replace(max_seq_len=max(config.max_seq_len, value)), batch, value))
+            out.append((config, batch, value))
         elif vary == "batch":
             out.append((config, value, seq_len))
         else:
@@ -307,13 +317,13 @@ def measure_latency_sweep(
     true. Timing stops when every median's 95% CI is within ±``timing.target_rel_ci`` or after
     ``timing.budget_s`` seconds per value (at least 10 rounds).
     """
-    # A seq-len sweep sets the length itself (raising max_seq_len to fit); the others time at one.
+    # A seq-len sweep sets the length itself (each at most max_seq_len); the others time at one.
     S = config.max_seq_len if timing.seq_len is None else timing.seq_len
     if vary != "seq-len":
         S = timing.seq_len_for(config)
     batch, device, dtype, compile = timing.batch, timing.device, timing.dtype, timing.compile
     budget_s, target_rel_ci, warmup = timing.budget_s, timing.target_rel_ci, timing.warmup
-    chosen = list(values) if values is not None else list(DEFAULT_VALUES.get(vary, ()))
+    chosen = list(values) if values is not None else list(default_values(vary, config.max_seq_len))
     points_configs = sweep_configs(vary, chosen, config, batch, S)
     report = progress or no_progress
     start = time.perf_counter()

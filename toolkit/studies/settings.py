@@ -24,7 +24,7 @@ VARY_CHOICES = ("seq-len", "vocab", "d-model", "heads", "layers", "mlp", "batch"
 """What a latency sweep can vary (``all`` runs each of them)."""
 
 DEFAULT_VALUES: dict[str, tuple[int, ...]] = {
-    "seq-len": (256, 512, 1024, 2048, 4096),
+    "seq-len": (64, 128, 256, 512, 1024, 2048, 4096),
     "vocab": (256, 512, 1024, 2048, 4096, 8192),
     "d-model": (64, 128, 256, 512, 1024),
     "heads": (1, 2, 4, 8, 16, 32),
@@ -32,7 +32,24 @@ DEFAULT_VALUES: dict[str, tuple[int, ...]] = {
     "mlp": (256, 512, 1024, 1280, 2048, 4096),
     "batch": (1, 2, 4, 8),
 }
-"""The values each sweep times when none are given."""
+"""The values each sweep times when none are given (seq-len: those up to max_seq_len, see
+:func:`default_values`)."""
+
+
+def default_values(vary: str, max_seq_len: int) -> tuple[int, ...]:
+    """The values a sweep times when none are given.
+
+    A length never exceeds the model's position table (``max_seq_len``), in a sweep as anywhere:
+    the seq-len sweep takes the default lengths that fit, or, when fewer than two fit, the
+    sixteenth, eighth, quarter, half and whole of ``max_seq_len``.
+    """
+    if vary != "seq-len":
+        return DEFAULT_VALUES.get(vary, ())
+    fitting = tuple(v for v in DEFAULT_VALUES[vary] if v <= max_seq_len)
+    if len(fitting) >= 2:
+        return fitting
+    return tuple(sorted({max(1, max_seq_len >> shift) for shift in (4, 3, 2, 1, 0)}))
+
 
 DEFAULT_SHAPES: tuple[tuple[int, int], ...] = ((4096, 256), (16384, 1024), (8192, 4096))
 """The (rows M, row size N) grid the LayerNorm speed study times."""
