@@ -37,6 +37,24 @@ def resolve_dtype(name: str) -> torch.dtype:
         raise DeviceError(f"unknown dtype {name!r}; valid values: {', '.join(DTYPES)}") from None
 
 
+def rate_dtype(device: torch.device, dtype: torch.dtype) -> torch.dtype:
+    """The dtype of the matmul whose rate a timing is compared with: ``dtype``, except float32 for
+    half precision on the CPU, whose half-precision matmul is no meaningful reference."""
+    return torch.float32 if device.type == "cpu" and dtype != torch.float32 else dtype
+
+
+def half_on_cpu_note(device: torch.device, dtype: torch.dtype) -> str | None:
+    """The one note that half precision on the CPU measures an emulation, or None."""
+    if device.type != "cpu" or dtype == torch.float32:
+        return None
+    name = str(dtype).removeprefix("torch.")
+    return (
+        f"{name} on the CPU: most of PyTorch's CPU kernels emulate it (convert to float32 and back), "
+        f"so it is slower than float32 and says little about a GPU; use {setting('dtype')} float32 "
+        f"on the CPU, or {setting('device')} cuda"
+    )
+
+
 def device_name(device: torch.device) -> str:
     """A human-readable name: the GPU's model, or the CPU's model from /proc/cpuinfo."""
     if device.type == "cuda":

@@ -114,3 +114,18 @@ def test_bad_input_is_one_line_and_exit_2(args: list[str], fragment: str, tmp_pa
 def test_cuda_without_gpu_is_refused() -> None:
     """--device cuda on a machine without a GPU: one line, exit 2."""
     assert_one_line_error(_invoke([*TINY_FLAGS, "--device", "cuda"]), "no CUDA GPU")
+
+
+def test_half_precision_on_cpu_is_flagged_once_and_not_rated_against_itself() -> None:
+    """bfloat16 on the CPU: one warning, and the % matmul reference is a float32 product."""
+    result = _invoke(
+        [*FAST, "--vary", "heads", "--values", "1,3", "--dtype", "bfloat16", "--no-plot", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["context"]["dtype"] == "bfloat16"
+    assert data["matmul_dtype"] == "float32"
+    emulated = [m for m in data["messages"] if "bfloat16 on the CPU" in m["text"]]
+    assert len(emulated) == 1 and emulated[0]["level"] == "warning"
+    for row in data["rows"]:  # the rate is the model's FLOP over its time, against float32's
+        assert row["pct_of_matmul"] == pytest.approx(100 * row["gflops"] / data["matmul_gflops"])

@@ -155,7 +155,7 @@ def layernorm_compare_command(
         )
     import torch
 
-    from toolkit.device import resolve_device, resolve_dtype
+    from toolkit.device import half_on_cpu_note, resolve_device, resolve_dtype
     from toolkit.layernorm import available_backends
     from toolkit.plots.figure import save_figure
     from toolkit.plots.layernorm import layernorm_figures
@@ -203,6 +203,7 @@ def layernorm_compare_command(
         written = out.save("plot", functools.partial(save_figure, build(), plots_dir / name))
         plots += [written] if written is not None else []
     if report.speed is not None:
+        out.warn_all(filter(None, [half_on_cpu_note(torch_device, torch_dtype)]))
         out.warn_all(cautions_text(report.speed.cautions, torch.get_num_threads()), shown=3)
     out.finish({**report.to_dict(), "plots": [str(p) for p in plots]}, *_renderables(report))
 

@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from toolkit.config import ModelConfig
-from toolkit.device import synchronize
+from toolkit.device import rate_dtype, synchronize
 from toolkit.errors import ConfigError, SweepError, setting
 from toolkit.flops import FLOP_CONVENTION, forward_flops, matmul_operands
 from toolkit.model import Transformer
@@ -115,6 +115,7 @@ class LatencyResult:
     matmul: Measurement
     matmul_size: int
     context: TimingContext
+    matmul_dtype: str = "float32"  # the reference matmul's dtype (float32 for half dtypes on a CPU)
     compiled: bool = False
     budget_s: float = 0.0
     target_rel_ci: float = 0.02
@@ -152,6 +153,7 @@ class LatencyResult:
             "trend": self.trend.to_dict(),
             "matmul_gflops": self.matmul_gflops,
             "matmul_size": self.matmul_size,
+            "matmul_dtype": self.matmul_dtype,
             "matmul": self.matmul.to_dict(samples=samples),
             "flop_convention": FLOP_CONVENTION,
             "compiled": self.compiled,
@@ -337,7 +339,7 @@ def measure_latency_sweep(
             )
             arms[f"{vary}={chosen[i]}"] = forward
             compile_times.append(compile_s)
-        a, b = matmul_operands(device, dtype, matmul_size)
+        a, b = matmul_operands(device, rate_dtype(device, dtype), matmul_size)
         product = torch.empty_like(a)
         arms[MATMUL_ARM] = lambda: torch.mm(a, b, out=product)
         context = capture_context(device, dtype, batch=batch, seq_len=S, compiled=compile)
@@ -385,6 +387,7 @@ def measure_latency_sweep(
         matmul_gflops=matmul_gflops,
         matmul=matmul,
         matmul_size=a.shape[0],
+        matmul_dtype=str(a.dtype).removeprefix("torch."),
         context=context,
         compiled=compile,
         budget_s=budget_s,

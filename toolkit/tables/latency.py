@@ -36,7 +36,7 @@ def latency_table(result: LatencyResult) -> Table:
         f"{ctx.dtype},{compiled} {ctx.threads} threads",
         title_justify="left",
         caption=f"GFLOP/s: analytic matmul FLOP / median ({FLOP_CONVENTION}). "
-        f"% matmul: of this machine's {result.matmul_gflops:,.0f} GFLOP/s {ctx.dtype} matmul rate "
+        f"% matmul: of this machine's {result.matmul_gflops:,.0f} GFLOP/s {result.matmul_dtype} matmul rate "
         f"({result.matmul_size}³ product), timed interleaved with the sweep ({result.rounds} rounds). "
         "CI: 95% bootstrap CI of the median.",
         caption_justify="left",
