@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from processes import alive, toolkit_command, wait_for
 
 from toolkit.matmul.shared import segment_prefix
 
@@ -29,21 +30,6 @@ ENDLESS = ["matmul", "--size", "200", "--repeat", "1000000", "--workers", str(WO
 EXIT_DEADLINE_S = 2.0  # the issue's limit for ending after SIGINT / SIGTERM
 START_TIMEOUT_S = 120.0  # imports and the fork server on a busy 2-core machine
 GONE_TIMEOUT_S = 15.0  # multiprocessing's helpers (fork server) leave once they see the parent gone
-
-
-def toolkit_command() -> list[str]:
-    """The console script (as users run it), or ``python -m toolkit`` where it is not installed."""
-    script = Path(sys.executable).with_name("toolkit")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "toolkit"]
-
-
-def alive(pid: int) -> bool:
-    """Running (a zombie, dead but not yet reaped, counts as gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def descendants(root: int) -> dict[int, int]:
@@ -68,14 +54,6 @@ def descendants(root: int) -> dict[int, int]:
 
 def segments(pid: int) -> list[str]:
     return [name for name in os.listdir("/dev/shm") if name.startswith(segment_prefix(pid))]
-
-
-def wait_for(condition: object, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():  # type: ignore[operator]
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-        time.sleep(0.05)
 
 
 class Run:

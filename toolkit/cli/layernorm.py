@@ -17,6 +17,9 @@ from toolkit.plots import PLOTS_DIR
 from toolkit.studies.settings import DEFAULT_SHAPES, TRAIN_NORMS, TrainingSettings
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from matplotlib.figure import Figure
     from rich.console import RenderableType
 
     from toolkit.studies.layernorm import LayerNormReport
@@ -157,7 +160,6 @@ def layernorm_compare_command(
 
     from toolkit.device import half_on_cpu_note, resolve_device, resolve_dtype
     from toolkit.layernorm import available_backends
-    from toolkit.plots.figure import save_figure
     from toolkit.plots.layernorm import layernorm_figures
     from toolkit.studies.layernorm import run_layernorm_study, stdlib_corpus, text_corpus
     from toolkit.tables.timing import cautions_text
@@ -200,12 +202,18 @@ def layernorm_compare_command(
         )
     plots: list[Path] = []
     for name, build in [] if no_plot else layernorm_figures(report):
-        written = out.save("plot", functools.partial(save_figure, build(), plots_dir / name))
+        written = out.save("plot", functools.partial(_save_plot, build, plots_dir / name))
         plots += [written] if written is not None else []
     if report.speed is not None:
         out.warn_all(filter(None, [half_on_cpu_note(torch_device, torch_dtype)]))
         out.warn_all(cautions_text(report.speed.cautions, torch.get_num_threads()), shown=3)
     out.finish({**report.to_dict(), "plots": [str(p) for p in plots]}, *_renderables(report))
+
+
+def _save_plot(build: Callable[[], Figure], path: Path) -> Path:
+    from toolkit.plots.figure import save_figure
+
+    return save_figure(build(), path)
 
 
 def _renderables(report: LayerNormReport) -> list[RenderableType]:

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import functools
-import os
-import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal, NoReturn
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
@@ -175,15 +173,6 @@ def _describe_inputs(a_path: Path | None, b_path: Path | None, seed: int) -> str
     return f"files {a_path}, {b_path}" if a_path is not None else f"random, seed {seed}"
 
 
-def _exit_now(code: int, what: str) -> NoReturn:
-    """Leave at once after a signal: the workers are dead and the segments unlinked by now, and the
-    interpreter's own teardown (PyTorch's, mostly) can take seconds on a busy machine."""
-    sys.stderr.write(f"toolkit: {what}\n")
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
-
-
 @app.command(
     "matmul",
     short_help="Block-parallel multiprocess matrix product, verified and timed.",
@@ -213,9 +202,9 @@ def matmul_command(
 ) -> None:
     from toolkit.device import resolve_device
     from toolkit.matmul.distributed import in_torchrun, torchrun_rank
-    from toolkit.matmul.signals import Terminated, interruptible
     from toolkit.matmul.torchrun import run_follower
     from toolkit.plots.matmul import save_scaling_plot
+    from toolkit.signals import Terminated, exit_now, interruptible
     from toolkit.studies.matmul import MatmulSettings, run_matmul
     from toolkit.tables.matmul import setup_table, speedup_table, timing_table, verification_table
 
@@ -245,9 +234,9 @@ def matmul_command(
             with out.progress() as progress:
                 result = run_matmul(a, b, settings, progress)
     except KeyboardInterrupt:
-        _exit_now(130, "interrupted")
+        exit_now(130, "interrupted")
     except Terminated as exc:
-        _exit_now(exc.exit_code, str(exc))
+        exit_now(exc.exit_code, str(exc))
     if len(result.runs) > 1:
         out.save("scaling plot", functools.partial(save_scaling_plot, result, plot))
     tables = (setup_table(result), timing_table(result), speedup_table(result), verification_table(result))

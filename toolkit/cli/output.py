@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import signal
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -26,6 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from toolkit.cli.options import FLAGS
 from toolkit.errors import OutputError, name_settings
 from toolkit.progress import ProgressCallback, no_progress
+from toolkit.signals import exit_after_signal, graceful, stop_requested
 
 console = Console()
 err_console = Console(stderr=True)
@@ -112,6 +114,9 @@ class Output:
         """Run ``write`` (which returns the path it wrote) and note the file; a write that fails even
         though its path was checked before the work is kept for :meth:`finish`, which prints the
         result first and then fails with one line (exit 2)."""
+        if stop_requested() is not None:
+            self.note(f"{what} not written: the run was interrupted")
+            return None
         try:
             path = write()
         except OSError as exc:
@@ -123,7 +128,14 @@ class Output:
 
     @contextlib.contextmanager
     def progress(self) -> Iterator[ProgressCallback]:
-        """A Rich progress bar on stderr, driven by a study's progress callback (none in pipes)."""
+        """The long work: a Rich progress bar on stderr driven by a study's progress callback (none
+        in pipes), under :func:`toolkit.signals.graceful`: a SIGINT / SIGTERM stops the study early
+        with what it has, and :meth:`finish` prints that, marked interrupted, then exits 130 / 143."""
+        with graceful(), self._bar() as update:
+            yield update
+
+    @contextlib.contextmanager
+    def _bar(self) -> Iterator[ProgressCallback]:
         if not err_console.is_terminal:
             yield no_progress
             return
@@ -146,8 +158,14 @@ class Output:
     def finish(self, data: dict[str, Any], *renderables: RenderableType) -> None:
         """Print the result (``data`` as JSON with --json, else the tables), then the notes; then fail
         with one line if a file could not be written."""
+        signum = stop_requested()
+        if signum is not None:
+            self.warn(
+                f"interrupted by {signal.Signals(signum).name}: these results are partial, only what was "
+                "measured before the signal"
+            )
         if self.json:
-            print_json({**data, "messages": self.messages})
+            print_json({**data, "interrupted": signum is not None, "messages": self.messages})
         else:
             for renderable in renderables:
                 print_renderable(console, renderable)
@@ -159,3 +177,4 @@ class Output:
             failed, self._failed_writes = self._failed_writes, []
             more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
             raise OutputError(f"{failed[0]}{more}; the results above are complete, only the file is missing")
+        exit_after_signal()  # after a signal: exit 130 / 143 now that the partial results are out

@@ -33,8 +33,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from toolkit import signals
 from toolkit.errors import DeviceError, InputError, MatmulError, WorkerDiedError, setting
-from toolkit.matmul import signals, worker
+from toolkit.matmul import worker
 from toolkit.matmul.kernels import KERNELS
 from toolkit.matmul.plans import BlockPlan, ProductTask, make_plan
 from toolkit.matmul.pool import children_skip_main, prepare_context

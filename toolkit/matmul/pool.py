@@ -25,8 +25,9 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
+from toolkit import signals
 from toolkit.errors import WorkerDiedError, setting
-from toolkit.matmul import signals, worker
+from toolkit.matmul import worker
 from toolkit.matmul.plans import BlockPlan
 from toolkit.matmul.shared import WorkspaceSpecs
 

@@ -24,6 +24,7 @@ from toolkit.config import GELU_VARIANTS, NORM_VARIANTS, RESIDUAL_VARIANTS, Mode
 from toolkit.errors import ConfigError, InputError, setting
 from toolkit.model import Transformer, make_norm
 from toolkit.progress import ProgressCallback
+from toolkit.signals import stop_requested
 from toolkit.studies.settings import ForwardTiming
 from toolkit.timing.engine import compare
 from toolkit.timing.machine import capture_context
@@ -447,7 +448,7 @@ def run_ablation(
     _, changes = measure_output_changes(base_model, inputs, variants, progress=progress)
     latencies: list[LatencyChange | None] = [None] * len(variants)
     study = None
-    if timing is not None:
+    if timing is not None and stop_requested() is None:  # after SIGINT / SIGTERM: the output part only
         measured, study = measure_latency_changes(base_model, variants, timing, progress=progress)
         latencies = list(measured)
     rows = [

@@ -25,6 +25,7 @@ from toolkit.errors import ConfigError, SweepError, setting
 from toolkit.flops import FLOP_CONVENTION, forward_flops, matmul_operands
 from toolkit.model import Transformer
 from toolkit.progress import ProgressCallback, no_progress
+from toolkit.signals import stop_requested
 from toolkit.studies.settings import DEFAULT_VALUES as DEFAULT_VALUES  # re-exported
 from toolkit.studies.settings import VARY_CHOICES, ForwardTiming, default_values
 from toolkit.studies.trends import Influence, Trend, fit_trend, influence_of
@@ -412,6 +413,8 @@ def measure_latency_all(
     report = progress or no_progress
     sweeps: list[LatencyResult] = []
     for index, vary in enumerate(VARY_CHOICES):
+        if stop_requested() is not None:  # SIGINT / SIGTERM: keep the sweeps done so far
+            break
 
         def sweep_progress(_done: int, _total: int, description: str, index: int = index) -> None:
             report(index, len(VARY_CHOICES), description)

@@ -134,7 +134,7 @@ def sweep_notes(result: LatencyResult, threads: int | None = None) -> list[str]:
     missed = [
         f"{result.vary}={p.value}" for p in result.points if p.measurement.rel_ci > result.target_rel_ci
     ]
-    if missed:
+    if missed and result.stop_reason != "interrupted":  # an interrupted run says so once, in finish
         out.append(
             f"{len(missed)} of {len(result.points)} values missed the ±{result.target_rel_ci:.1%} CI target "
             f"within {result.budget_s:g} s per value ({', '.join(missed)}); raise {setting('budget_s')} "

@@ -61,4 +61,5 @@ def describe_stop(reason: str, target_rel_ci: float) -> str:
         "budget": "stopped when the time budget ran out",
         "max_samples": "stopped at the maximum number of samples",
         "given": "samples given, not timed here",
+        "interrupted": "stopped early by a signal (SIGINT / SIGTERM)",
     }.get(reason, reason)

@@ -9,6 +9,9 @@
   noise floor; a difference is significant only when its CI excludes zero *and* it is larger than
   that floor.
 
+Both stop early, with ``stop_reason == "interrupted"``, once :func:`toolkit.signals.stop_requested`
+(a SIGINT or SIGTERM under :func:`toolkit.signals.graceful`) and two samples are in hand.
+
 Every call runs under ``torch.inference_mode()``, with the allocator configured
 (:func:`toolkit.timing.machine.configure_allocator`) and garbage collection paused.
 """
@@ -26,11 +29,13 @@ import numpy as np
 import torch
 
 from toolkit.progress import ProgressCallback, no_progress
+from toolkit.signals import stop_requested
 from toolkit.timing.machine import MachineLoad, configure_allocator
 from toolkit.timing.stats import Comparison, Measurement, TimingContext, aa_name, bootstrap_ci
 
 MIN_SAMPLE_S = 200e-6  # calls faster than this are repeated inside one sample (timer resolution)
 MAX_CALLS_PER_SAMPLE = 1000
+MIN_INTERRUPTED = 2  # samples (rounds) taken before a stop request (SIGINT, SIGTERM) is honoured
 
 
 class _Timer:
@@ -113,6 +118,9 @@ def measure(
             before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             samples.append(timer(fn, calls))
             faults += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+            if len(samples) >= MIN_INTERRUPTED and stop_requested() is not None:
+                stop_reason = "interrupted"
+                break
             if len(samples) < min_samples:
                 continue
             if time.perf_counter() - start > budget_s:
@@ -189,6 +197,9 @@ def compare(
             elapsed = time.perf_counter() - start
             expected = max(expected, min(max_rounds, int(budget_s / (elapsed / rounds))))
             report(rounds, expected, f"timing {len(names)} arms, round {rounds}")
+            if rounds >= MIN_INTERRUPTED and stop_requested() is not None:
+                stop_reason = "interrupted"
+                break
             if rounds < min_rounds:
                 continue
             if elapsed > budget_s:

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from toolkit.progress import ProgressCallback, no_progress
+from toolkit.signals import stop_requested
 from toolkit.studies.layernorm.corpus import Corpus, stdlib_corpus, stdlib_files, text_corpus
 from toolkit.studies.layernorm.implementations import (
     EPS,
@@ -140,14 +141,22 @@ def run_layernorm_study(
     corpus: Corpus | None = None,
     progress: ProgressCallback = no_progress,
 ) -> LayerNormReport:
-    """Run the parts asked for, in order: numerics, speed, memory, training."""
+    """Run the parts asked for, in order: numerics, speed, memory, training.
+
+    After a SIGINT / SIGTERM under :func:`toolkit.signals.graceful`, the part under way stops early
+    with what it has and the later parts are skipped (None).
+    """
     report = LayerNormReport()
-    if numerics:
+    if numerics and stop_requested() is None:
         report.numerics = check_numerics(device, progress=progress)
-    if speed:
+    if speed and stop_requested() is None:
         report.speed = measure_speed(device, dtype, shapes, speed_backends, budget_s, progress=progress)
-    if memory:
+        if not report.speed.rows:  # stopped before the first shape was timed
+            report.speed = None
+    if memory and stop_requested() is None:
         report.memory = measure_memory(device, dtype, progress=progress)
-    if train:
+    if train and stop_requested() is None:
         report.training = train_norms(device, settings, corpus, progress=progress)
+        if report.training.steps_done == 0:
+            report.training = None
     return report

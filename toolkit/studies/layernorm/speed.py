@@ -17,6 +17,7 @@ from toolkit.device import synchronize
 from toolkit.errors import ConfigError
 from toolkit.layernorm import available_backends
 from toolkit.progress import ProgressCallback, no_progress
+from toolkit.signals import stop_requested
 from toolkit.studies.layernorm.implementations import (
     LayerNormFn,
     custom_layer_norm,
@@ -181,9 +182,13 @@ def measure_speed(
     cautions: list[Caution] = []
     total = len(shapes) * len(PASSES)
     for index, shape in enumerate(shapes):
+        if stop_requested() is not None:
+            break
         x, weight, bias, dy = make_inputs(shape, dtype, device)
         label = f"{shape[0]}x{shape[1]}"
         for pass_index, pass_name in enumerate(PASSES):
+            if stop_requested() is not None:  # SIGINT / SIGTERM: keep the rows timed so far
+                break
             step = 2 * index + pass_index
             description = f"speed: {label} {pass_name}"
             progress(step, total, description)

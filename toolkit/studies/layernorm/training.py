@@ -23,6 +23,7 @@ from toolkit.errors import DataError, setting
 from toolkit.memory import peak_memory
 from toolkit.model import Block, Transformer
 from toolkit.progress import ProgressCallback, no_progress
+from toolkit.signals import stop_requested
 from toolkit.studies.layernorm.corpus import Corpus, stdlib_corpus
 from toolkit.studies.settings import TrainingSettings
 
@@ -93,6 +94,7 @@ class TrainingResult:
     device: str
     peak_method: str
     runs: list[NormRun]
+    steps_done: int | None = None  # fewer than settings.steps when a signal stopped the training
 
     def run(self, norm: str) -> NormRun | None:
         return next((r for r in self.runs if r.norm == norm), None)
@@ -113,6 +115,7 @@ class TrainingResult:
             "corpus": self.corpus,
             "device": self.device,
             "peak_method": self.peak_method,
+            "steps_done": self.steps_done if self.steps_done is not None else self.settings.steps,
             "definitions": {
                 "steps_to_90pct": "first step at which the trailing moving average of the training loss "
                 "(window steps/20) is below first_loss - 0.9 * (first_loss - mean of the last window)",
@@ -336,16 +339,16 @@ class _NormTrainer:
         self.wall_s += time.perf_counter() - start
         return self.train_losses[-1]
 
-    def finish(self) -> NormRun:
-        """Final validation loss and activation statistics, and the run's summary."""
-        self.evaluate(self.settings.steps)
+    def finish(self, steps: int) -> NormRun:
+        """Final validation loss and activation statistics after ``steps`` steps, and the summary."""
+        self.evaluate(steps)
         first_batch = self.batches.validation[0][0].to(self.device)
         mean, var, before, after = _activation_statistics(self.model, first_batch)
         final = self.val_losses[-1]
         return NormRun(
             norm=self.norm,
             wall_s=self.wall_s,
-            steps_per_s=self.settings.steps / self.wall_s,
+            steps_per_s=steps / self.wall_s,
             final_val_loss=final,
             perplexity=math.exp(final) if math.isfinite(final) else math.nan,
             steps_to_90pct=steps_to_fraction(self.train_losses),
@@ -380,19 +383,29 @@ def train_norms(
     settings = settings or TrainingSettings()
     corpus = corpus if corpus is not None else stdlib_corpus()
     batches = _Batches(corpus, settings)
-    trainers = [_NormTrainer(norm, batches, settings, device) for norm in settings.norms]
+    trainers = []
+    for norm in settings.norms:
+        if stop_requested() is None:
+            trainers.append(_NormTrainer(norm, batches, settings, device))
     total = settings.steps * len(trainers)
-    done = 0
+    done = steps_done = 0
     for step in range(settings.steps):
+        if stop_requested() is not None:  # SIGINT / SIGTERM: keep the steps trained so far
+            break
+        steps_done = step + 1
         shift = step % len(trainers)
         for trainer in trainers[shift:] + trainers[:shift]:
             loss = trainer.step(step)
             done += 1
             progress(done, total, f"training step {step + 1}: {NORM_LABELS[trainer.norm]} loss {loss:.3f}")
-    runs = [trainer.finish() for trainer in trainers]
+    if stop_requested() is not None:  # stopped: keep the steps done, if every run made some
+        trainers = trainers if steps_done and len(trainers) == len(settings.norms) else []
+        steps_done = steps_done if trainers else 0
+    runs = [trainer.finish(steps_done) for trainer in trainers]
     method = (
         "torch.cuda.max_memory_allocated over one training step"
         if device.type == "cuda"
         else "live tensor bytes over one training step (forward, backward, AdamW step)"
     )
-    return TrainingResult(settings, corpus.describe(), device_name(device), method, runs)
+    stopped = steps_done if steps_done < settings.steps else None
+    return TrainingResult(settings, corpus.describe(), device_name(device), method, runs, stopped)
