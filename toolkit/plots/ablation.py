@@ -39,17 +39,30 @@ def plot_output_vs_latency(ax: Axes, result: AblationResult) -> None:
             zorder=3,
             label=f"{row.change}{' (significant)' if significant else ''}",
         )
-        ax.annotate(row.change, (x, y), textcoords="offset points", xytext=(6, 6), fontsize=8)
     ax.set_xscale("log")
+    ax.margins(x=0.12, y=0.1)  # no marker or error bar on the frame
     ax.set_xlabel("output change: RMSE of logits / std of base logits (%)")
     ax.set_ylabel("latency change vs baseline (%), 95% CI" if study is not None else "latency not measured")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="best", title="hollow: not significant", title_fontsize=7)
+    # beside the axes, never over a point: the colours name the variants
+    ax.legend(
+        fontsize="small",
+        loc="upper left",
+        bbox_to_anchor=(1.02, 1.0),
+        borderaxespad=0.0,
+        title="variant (hollow: not significant)",
+        title_fontsize="small",
+    )
 
 
 def save_ablation_plot(result: AblationResult, path: str | Path = DEFAULT_PATH) -> Path:
     """Build the figure, write it atomically to ``path`` and return the path."""
-    figure = Figure(figsize=(8, 5.5))
+    return save_figure(ablation_figure(result), path)
+
+
+def ablation_figure(result: AblationResult) -> Figure:
+    """Output change against latency change, one marker per variant, titled with the config."""
+    figure = Figure(figsize=(10, 5.5), layout="constrained")
     ax = figure.add_subplot()
     plot_output_vs_latency(ax, result)
     config = result.base_config
@@ -64,4 +77,4 @@ def save_ablation_plot(result: AblationResult, path: str | Path = DEFAULT_PATH) 
             f"{study.context['device_name']}"
         )
     ax.set_title(title, fontsize=10)
-    return save_figure(figure, path)
+    return figure

@@ -38,7 +38,12 @@ def plot_speedup(ax: Axes, result: MatmulResult) -> None:
 
 def save_scaling_plot(result: MatmulResult, path: str | Path = DEFAULT_PATH) -> Path:
     """Build the figure, write it atomically to ``path`` and return the path."""
-    figure = Figure(figsize=(7, 4.5))
+    return save_figure(scaling_figure(result), path)
+
+
+def scaling_figure(result: MatmulResult) -> Figure:
+    """Speed-up against workers, titled with the product's shape, split, kernel and backend."""
+    figure = Figure(figsize=(7, 4.5), layout="constrained")
     ax = figure.add_subplot()
     plot_speedup(ax, result)
     ax.set_title(
@@ -46,4 +51,4 @@ def save_scaling_plot(result: MatmulResult, path: str | Path = DEFAULT_PATH) -> 
         f"kernel {result.kernel}, {result.backend}",
         fontsize=10,
     )
-    return save_figure(figure, path)
+    return figure

@@ -24,6 +24,7 @@ class Trend:
     quadratic: tuple[float, float, float] | None = None  # (a, b, c) of a + b·x + c·x², seq-len only
     r2_quadratic: float | None = None
     quadratic_share: float | None = None  # c·x0² / latency(x0) at the default length x0
+    loglog_scale_ms: float = math.nan  # A in latency ≈ A·x^k (the log-log fit)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -32,6 +33,7 @@ class Trend:
             "r2_linear": self.r2_linear,
             "loglog_exponent": self.exponent,
             "r2_loglog": self.r2_loglog,
+            "loglog_scale_ms": self.loglog_scale_ms,
             "quadratic": list(self.quadratic) if self.quadratic is not None else None,
             "r2_quadratic": self.r2_quadratic,
             "quadratic_share_at_default": self.quadratic_share,
@@ -56,6 +58,7 @@ def fit_trend(x: Sequence[float], y_ms: Sequence[float], quadratic_at: float | N
         r2_linear=_r2(ys, intercept + slope * xs),
         exponent=float(exponent),
         r2_loglog=_r2(np.log(ys), log_a + exponent * np.log(xs)),
+        loglog_scale_ms=float(np.exp(log_a)),
     )
     if quadratic_at is not None and xs.size >= 3:
         c, b, a = np.polyfit(xs, ys, 2)
