@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,6 +107,8 @@ def from_dict(values: dict[str, Any]) -> ModelConfig:
 
 def load_config(path: str | Path) -> ModelConfig:
     """Read a config from a ``.json`` or ``.toml`` file (a flat table of ModelConfig fields)."""
+    import tomllib  # read files only: not imported at start-up
+
     path = check_input_file(path, "config file", "pass an existing .json or .toml file", ConfigError)
     suffix = path.suffix.lower()
     try:

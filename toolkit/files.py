@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +20,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     The temporary name keeps ``path``'s suffix, so writers that look at the extension (matplotlib,
     NumPy) still pick the right format.
     """
+    import tempfile  # not at start-up: help and argument errors write nothing
+
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=target.suffix, dir=target.parent)
@@ -89,6 +90,8 @@ def _check_can_create_in(directory: Path, name: str, target: Path) -> None:
         existing = existing.parent
     if not existing.is_dir():
         raise OutputError(f"{name} {target}: {existing} is a file, not a directory; choose another place")
+    import tempfile
+
     try:
         with tempfile.TemporaryFile(dir=existing):
             pass

@@ -6,7 +6,8 @@ holding the same weights (called with ``use_cache=False``: the same computation,
 a 1024×1024 fp32 matmul, the machine's matmul rate measured in the same run.
 
 Targets: toolkit median / HF median ≤ 1.00; achieved rate (analytic FLOP, full-attention
-convention) ≥ 90% of the matmul rate. Run: ``python tests/bench/bench_model.py [--budget S]``.
+convention) ≥ 90% of the matmul rate. Run: ``nox -s bench -- tests/bench/bench_model.py`` (which
+installs ``transformers``), or ``python tests/bench/bench_model.py [--budget S]`` where it is installed.
 
 A fourth arm, "products only", runs just the forward pass's matrix products (no bias) and its SDPA
 calls on inputs of the same shapes: the rate eager PyTorch reaches when nothing else runs. The gap
@@ -17,6 +18,7 @@ eager mode cannot fuse into the products.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +27,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+if importlib.util.find_spec("transformers") is None:
+    sys.exit(
+        "bench_model.py needs transformers, the GPT-2 it times against: run it with "
+        "'nox -s bench -- tests/bench/bench_model.py', or pip install -e '.[dev]' first"
+    )
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ for reference.py
 
 from reference import copy_hf_into_toolkit, hf_gpt2, randomize_

@@ -22,7 +22,6 @@ from typing import Any
 
 from rich.console import Console, RenderableType
 from rich.measure import Measurement
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from toolkit.cli.options import FLAGS
 from toolkit.errors import OutputError, name_settings
@@ -139,6 +138,8 @@ class Output:
         if not err_console.is_terminal:
             yield no_progress
             return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
         bar = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
