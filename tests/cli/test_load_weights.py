@@ -136,7 +136,7 @@ def test_bad_inputs_one_line_exit_2(tiny: tuple[Path, Path], tmp_path: Path) -> 
     save_file({k: v for k, v in pairs.items() if k != "logits_1"}, str(tmp_path / "no_logits_1.safetensors"))
 
     cases = [
-        (["--weights", str(tmp_path)], "is a directory, not a file"),
+        (["--weights", str(tmp_path)], "is a directory without config.json"),
         (["--weights", str(weights), "--examples", str(tmp_path)], "is a directory, not a file"),
         (["--weights", str(tmp_path / "empty.pt")], "empty.pt is empty (0 bytes)"),
         (["--weights", str(tmp_path / "int.safetensors")], "not floating point: "),

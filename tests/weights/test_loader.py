@@ -340,9 +340,9 @@ def test_files_that_cannot_be_read(tmp_path: Path, tiny: tuple[GPT2LMHeadModel, 
     _, weights, _ = tiny
     with pytest.raises(WeightsError, match="does not exist"):
         load_checkpoint(tmp_path / "nothing.safetensors")
-    (tmp_path / "weights.bin").write_bytes(b"\0")
+    (tmp_path / "weights.txt").write_bytes(b"\0")
     with pytest.raises(WeightsError, match=r"must end in \.safetensors, \.pt or \.pth"):
-        load_checkpoint(tmp_path / "weights.bin")
+        load_checkpoint(tmp_path / "weights.txt")
     (tmp_path / "mapping.json").write_text("{not json", encoding="utf-8")
     with pytest.raises(WeightsError, match="not valid JSON"):
         load_checkpoint(weights, mapping=tmp_path / "mapping.json")

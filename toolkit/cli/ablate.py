@@ -100,6 +100,7 @@ ABLATION_TARGET_REL_CI = 0.01  # the variants differ by a few percent: time to Â
 )
 def ablate_command(
     weights: opt.Weights = None,
+    checkpoint_format: opt.Format = "auto",
     examples: opt.Examples = None,
     mapping: opt.Mapping = None,
     heads: opt.HeadsSearch = None,
@@ -155,7 +156,13 @@ def ablate_command(
     out = Output(json)
     with out.progress() as progress:
         model, report = load_checkpoint(
-            weights, examples=examples, mapping=mapping, n_heads=heads, atol=atol, progress=progress
+            weights,
+            examples=examples,
+            mapping=mapping,
+            n_heads=heads,
+            atol=atol,
+            progress=progress,
+            checkpoint_format=checkpoint_format,
         )
         if report.verified and not report.passed:
             raise WeightsError(

@@ -144,6 +144,7 @@ def latency_command(
     values: Values = None,
     config_file: opt.ConfigFile = None,
     weights: opt.ModelWeights = None,
+    checkpoint_format: opt.Format = "auto",
     vocab: opt.Vocab = None,
     max_seq_len: opt.MaxSeqLen = None,
     d_model: opt.DModel = None,
@@ -172,7 +173,9 @@ def latency_command(
     from toolkit.studies.settings import ForwardTiming
     from toolkit.tables.latency import context_text, latency_table, summary_table, sweep_notes, trend_text
 
-    config = opt.model_config(config_file, vocab, max_seq_len, d_model, heads, layers, mlp, eps, weights)
+    config = opt.model_config(
+        config_file, vocab, max_seq_len, d_model, heads, layers, mlp, eps, weights, checkpoint_format
+    )
     if vary == "all" and values is not None:
         raise SweepError(
             "--values cannot be used with --vary all (each sweep uses its defaults); pick one --vary"

@@ -25,12 +25,14 @@ Export = Annotated[
 @app.command(
     "load-weights",
     short_help="Load a foreign checkpoint and prove it reproduces reference logits.",
-    help="Load a checkpoint in the supplied format (or a toolkit export), read its config off the shapes, "
-    "find its head count, and prove it reproduces reference logits. Exit 0: all examples match; "
+    help="Load a checkpoint (a Hugging Face GPT-2 directory, a nanoGPT ckpt.pt, the supplied format or a "
+    "toolkit export), take its config from its own metadata or read it off the shapes, find what no "
+    "shape records (the head count), and prove it reproduces reference logits. Exit 0: all examples match; "
     "1: some do not; 2: bad input.",
 )
 def load_weights_command(
     weights: opt.Weights = None,
+    checkpoint_format: opt.Format = "auto",
     examples: opt.Examples = None,
     mapping: opt.Mapping = None,
     heads: opt.HeadsSearch = None,
@@ -58,6 +60,7 @@ def load_weights_command(
             n_heads=heads,
             atol=atol,
             device=torch_device,
+            checkpoint_format=checkpoint_format,
             progress=progress,
         )
     exported = None

@@ -15,6 +15,7 @@ from toolkit.config import ModelConfig, from_dict, load_config
 from toolkit.errors import ConfigError
 
 MODEL = "Model (defaults: the reference model of docs/reference.md)"
+CHECKPOINT_PANEL = "Checkpoint"
 
 Vocab = Annotated[
     int | None, typer.Option("--vocab", help="Vocabulary size (default 512).", rich_help_panel=MODEL)
@@ -59,9 +60,20 @@ ModelWeights = Annotated[
     Path | None,
     typer.Option(
         "--weights",
-        help="Take the model's config from this checkpoint (supplied format or a toolkit export, as read "
-        "by load-weights); the size flags and --config cannot be combined with it.",
+        help="Take the model's config from this checkpoint (a Hugging Face GPT-2 directory, a nanoGPT "
+        "ckpt.pt, the supplied format or a toolkit export, as load-weights reads them); the size flags "
+        "and --config cannot be combined with it.",
         rich_help_panel=MODEL,
+    ),
+]
+FormatName = Literal["auto", "hf-gpt2", "nanogpt", "supplied", "toolkit"]  # toolkit.weights.FORMATS
+Format = Annotated[
+    FormatName,
+    typer.Option(
+        "--format",
+        help="Checkpoint format of --weights; auto tells it from the content: a Hugging Face GPT-2 "
+        "directory or state dict, a nanoGPT ckpt.pt, the supplied format, or a toolkit export.",
+        rich_help_panel=CHECKPOINT_PANEL,
     ),
 ]
 NoPlot = Annotated[bool, typer.Option("--no-plot", help="Do not write plots.")]
@@ -80,12 +92,13 @@ Budget = Annotated[
 ]
 
 # Reading checkpoints (load-weights, ablate)
-CHECKPOINT = "Checkpoint"
+CHECKPOINT = CHECKPOINT_PANEL
 Weights = Annotated[
     Path | None,
     typer.Option(
         "--weights",
-        help="Checkpoint (.safetensors, .pt, .pth) in the supplied format, or a toolkit export. "
+        help="Checkpoint: a Hugging Face GPT-2 directory (save_pretrained), a nanoGPT ckpt.pt, a file in the "
+        "supplied format (.safetensors, .pt, .pth), or a toolkit export. "
         "Default: the shipped weights/reference_model.safetensors, looked up in ./weights, then in the "
         "source tree the package was installed from.",
         rich_help_panel=CHECKPOINT,
@@ -139,6 +152,7 @@ FLAGS = {
     "dtype": "--dtype",
     "examples": "--examples",
     "export": "--export",
+    "format": "--format",
     "gelu": "--gelu",
     "kernel": "--kernel",
     "mapping": "--mapping",
@@ -169,12 +183,15 @@ def model_config(
     mlp: int | None = None,
     eps: float | None = None,
     weights: Path | None = None,
+    checkpoint_format: str = "auto",
 ) -> ModelConfig:
     """The config from --weights, or from --config (or the defaults) with every given flag on top."""
     if weights is not None:
         return _config_of_checkpoint(
-            weights, config_file, vocab, max_seq_len, d_model, layers, mlp, heads, eps
+            weights, config_file, vocab, max_seq_len, d_model, layers, mlp, heads, eps, checkpoint_format
         )
+    if checkpoint_format != "auto":
+        raise ConfigError("--format describes --weights; give --weights too, or drop --format")
     base = load_config(config_file) if config_file is not None else ModelConfig()
     flags = {
         "vocab_size": vocab,
@@ -198,6 +215,7 @@ def _config_of_checkpoint(
     mlp: int | None,
     heads: int | None,
     eps: float | None,
+    checkpoint_format: str,
 ) -> ModelConfig:
     """A checkpoint's config (its sizes fixed by its tensors); --heads and --eps may still be given."""
     sizes = {
@@ -214,7 +232,7 @@ def _config_of_checkpoint(
             f"{', '.join(given)} cannot be combined with --weights, whose tensors fix the model's sizes; "
             "drop one or the other"
         )
-    from toolkit.weights import load_checkpoint  # reads and checks the checkpoint
+    from toolkit.weights import read_config  # reads and checks the checkpoint; builds no model
 
-    _model, report = load_checkpoint(weights, n_heads=heads)
-    return report.config if eps is None else report.config.replace(norm_eps=eps)
+    config = read_config(weights, checkpoint_format, n_heads=heads)
+    return config if eps is None else config.replace(norm_eps=eps)

@@ -15,6 +15,7 @@ from toolkit.cli.output import Output
 def params_command(
     config_file: opt.ConfigFile = None,
     weights: opt.ModelWeights = None,
+    checkpoint_format: opt.Format = "auto",
     vocab: opt.Vocab = None,
     max_seq_len: opt.MaxSeqLen = None,
     d_model: opt.DModel = None,
@@ -35,7 +36,9 @@ def params_command(
     from toolkit.studies.params import count_report, measure_params
     from toolkit.tables.params import bytes_table, components_table, memory_table, summary_text
 
-    config = opt.model_config(config_file, vocab, max_seq_len, d_model, heads, layers, mlp, eps, weights)
+    config = opt.model_config(
+        config_file, vocab, max_seq_len, d_model, heads, layers, mlp, eps, weights, checkpoint_format
+    )
     torch_device, torch_dtype = resolve_device(device), resolve_dtype(dtype)
     if measure:
         report = measure_params(config, torch_device, torch_dtype, seq_len=seq_len, batch=batch)

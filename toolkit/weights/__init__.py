@@ -30,12 +30,14 @@ from toolkit.weights.files import (
     read_tensors,
     shipped_files,
 )
+from toolkit.weights.formats import FORMATS, Checkpoint, open_checkpoint
 from toolkit.weights.loader import (
     EXPORT_METADATA_KEY,
     LoadReport,
     check_export_path,
     export_checkpoint,
     load_checkpoint,
+    read_config,
 )
 from toolkit.weights.mapping import (
     BUILTIN_MAPPING,
@@ -56,6 +58,7 @@ __all__ = [
     "BUILTIN_MAPPING",
     "EXAMPLES_METADATA",
     "EXPORT_METADATA_KEY",
+    "FORMATS",
     "QKV_LAYOUTS",
     "SHIPPED_DIR",
     "SHIPPED_EXAMPLES",
@@ -63,6 +66,7 @@ __all__ = [
     "SIZE_SYMBOLS",
     "TENSOR_SUFFIXES",
     "TRANSFORMS",
+    "Checkpoint",
     "Example",
     "ExampleResult",
     "HeadTrial",
@@ -76,6 +80,8 @@ __all__ = [
     "export_checkpoint",
     "load_checkpoint",
     "match_checkpoint",
+    "open_checkpoint",
+    "read_config",
     "read_examples",
     "read_mapping",
     "read_tensors",

@@ -24,21 +24,25 @@ SHIPPED_WEIGHTS = "reference_model.safetensors"
 SHIPPED_EXAMPLES = "reference_examples.safetensors"
 
 
-def read_tensors(path: str | Path, what: str = "checkpoint") -> tuple[dict[str, Any], dict[str, str]]:
-    """The tensors in a ``.safetensors`` / ``.pt`` / ``.pth`` file, and its safetensors metadata.
+def read_tensors(
+    path: str | Path, what: str = "checkpoint", allow_bin: bool = False
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The tensors in a ``.safetensors`` / ``.pt`` / ``.pth`` file (``allow_bin``: also ``.bin``,
+    as Hugging Face's ``pytorch_model.bin``), and its safetensors metadata.
 
-    ``.pt`` files are read with ``torch.load(weights_only=True)`` only: a file holding anything but
-    tensors and plain containers (a pickled callable, a class) is refused without running it.
+    Which reader runs is decided by the file's first bytes, not its name. Torch files are read with
+    ``torch.load(weights_only=True)`` only: a file holding anything but tensors and plain containers
+    (a pickled callable, a class) is refused without running it.
     """
     path = check_input_file(
         path, f"{what} file", "pass an existing .safetensors, .pt or .pth file", WeightsError
     )
     suffix = path.suffix.lower()
-    if suffix not in TENSOR_SUFFIXES:
+    if suffix not in (*TENSOR_SUFFIXES, *((".bin",) if allow_bin else ())):
         raise WeightsError(
             f"{what} file {path} must end in .safetensors, .pt or .pth, not {suffix or '(none)'}"
         )
-    if suffix == ".safetensors":
+    if _looks_like_safetensors(path) or (suffix == ".safetensors" and not _looks_like_torch(path)):
         try:
             with safe_open(str(path), framework="pt") as handle:
                 metadata = handle.metadata() or {}
@@ -48,7 +52,8 @@ def read_tensors(path: str | Path, what: str = "checkpoint") -> tuple[dict[str, 
                 f"{what} file {path} is not a readable safetensors file (truncated?): {exc}"
             ) from None
     try:
-        content = torch.load(path, map_location="cpu", weights_only=True)
+        with open(path, "rb") as handle:  # a file object: torch.load decides nothing by the name
+            content = torch.load(handle, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc))  # torch's message carries terminal colours
         found = re.search(r"WeightsUnpickler error: (.*?)(?: Please use|$)", text, flags=re.MULTILINE)
@@ -62,6 +67,22 @@ def read_tensors(path: str | Path, what: str = "checkpoint") -> tuple[dict[str, 
             f"{what} file {path} is not a readable torch file (truncated?): {exc or type(exc).__name__}"
         ) from None
     return content, {}
+
+
+def _head(path: Path, size: int = 9) -> bytes:
+    with open(path, "rb") as handle:
+        return handle.read(size)
+
+
+def _looks_like_safetensors(path: Path) -> bool:
+    """safetensors: an 8-byte little-endian header length, then the JSON header."""
+    head = _head(path)
+    return len(head) == 9 and head[8:9] == b"{"
+
+
+def _looks_like_torch(path: Path) -> bool:
+    """torch.save: a zip archive (PK), or the legacy pickle protocol (0x80)."""
+    return _head(path, 4) in (b"PK\x03\x04",) or _head(path, 1) == b"\x80"
 
 
 def as_state_dict(content: Any, path: Path) -> dict[str, torch.Tensor]:

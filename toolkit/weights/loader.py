@@ -20,17 +20,19 @@ from toolkit.files import atomic_path, check_output_file
 from toolkit.model import Transformer
 from toolkit.progress import ProgressCallback
 from toolkit.weights.examples import check_examples, read_examples
-from toolkit.weights.files import as_state_dict, read_tensors, refuse_non_float, shape_text
+from toolkit.weights.files import refuse_non_float, shape_text
+from toolkit.weights.formats import EXPORT_METADATA_KEY, Checkpoint, open_checkpoint
 from toolkit.weights.mapping import (
     SIZE_SYMBOLS,
     KeyMapping,
+    builtin_mapping,
     match_checkpoint,
     read_mapping,
     to_toolkit_state,
 )
 from toolkit.weights.verify import ExampleResult, HeadTrial, compare_examples, max_diff, search_heads
 
-EXPORT_METADATA_KEY = "toolkit_config"  # a toolkit export: its ModelConfig as JSON
+__all__ = ["EXPORT_METADATA_KEY", "LoadReport", "check_export_path", "export_checkpoint", "load_checkpoint"]
 
 
 def _state_problems(
@@ -69,10 +71,12 @@ class LoadReport:
     weights_path: str
     examples_path: str | None
     mapping: str  # the mapping's file, BUILTIN_MAPPING, or "none (toolkit export)"
-    checkpoint_format: str  # "supplied" (through a key mapping) or "toolkit" (an export)
+    checkpoint_format: str  # "hf-gpt2", "nanogpt", "supplied" (through a key mapping) or "toolkit"
     config: ModelConfig
     config_sources: dict[str, str]  # field -> where its value came from
-    n_heads_source: str  # "flag", "checkpoint" (a toolkit export's config), "search" or "default"
+    n_heads_source: (
+        str  # "flag", "config" (config.json, model_args), "checkpoint" (an export's), "search", "default"
+    )
     head_trials: tuple[HeadTrial, ...]
     results: tuple[ExampleResult, ...]
     atol: float
@@ -111,6 +115,7 @@ class LoadReport:
             "examples_path": self.examples_path,
             "mapping": self.mapping,
             "checkpoint_format": self.checkpoint_format,
+            "format": self.checkpoint_format,
             "n_params": self.n_params,
             "device": self.device,
         }
@@ -144,9 +149,26 @@ def _read_export(tensors: dict[str, torch.Tensor], metadata: dict[str, str], pat
     return _Readable(saved, lambda heads: state, sources, "none (toolkit export)", "toolkit", saved.n_heads)
 
 
-def _read_supplied(tensors: dict[str, torch.Tensor], mapping: KeyMapping, path: Path) -> _Readable:
-    matched = match_checkpoint(tensors, mapping, str(path))
+_SIZE_NAMES = {"vocab_size": "vocab_size", "max_seq_len": "max_seq_len", "d_model": "d_model",
+               "d_mlp": "d_mlp", "n_layers": "n_layers"}  # fmt: skip
+
+
+def _read_mapped(checkpoint: Checkpoint, mapping: KeyMapping) -> _Readable:
+    """A checkpoint read through a key mapping; a config it records must agree with its tensors."""
+    path = checkpoint.path
+    matched = match_checkpoint(checkpoint.tensors, mapping, str(path))
     sizes = matched.sizes
+    stated = checkpoint.config
+    disagree = [
+        f"{name}={stated[name]} but the tensors have {sizes[name]}"
+        for name in _SIZE_NAMES
+        if name in stated and stated[name] != sizes[name]
+    ]
+    if disagree:
+        raise WeightsError(
+            f"{path}: its {checkpoint.config_source} does not match its tensors: {'; '.join(disagree)}; the "
+            "checkpoint is inconsistent"
+        )
     base = ModelConfig(
         vocab_size=sizes["vocab_size"],
         max_seq_len=sizes["max_seq_len"],
@@ -155,6 +177,9 @@ def _read_supplied(tensors: dict[str, torch.Tensor], mapping: KeyMapping, path: 
         n_layers=sizes["n_layers"],
         d_mlp=sizes["d_mlp"],
     )
+    if stated:  # the head count, eps, GELU form: d_model % n_heads is checked here
+        base = base.replace(**{k: v for k, v in stated.items() if k not in _SIZE_NAMES and k != "n_heads"})
+        base.replace(n_heads=stated["n_heads"])
     problems = _state_problems(_parameter_shapes(base), to_toolkit_state(matched, 1))
     if any(problems):
         named = zip(("unset", "unknown targets", "wrong shape after transforms"), problems, strict=True)
@@ -163,13 +188,16 @@ def _read_supplied(tensors: dict[str, torch.Tensor], mapping: KeyMapping, path: 
             + " | ".join(f"{what}: {'; '.join(items)}" for what, items in named if items)
             + "; fix the mapping's 'to' names or transforms"
         )
+    sources = dict(matched.sources)
+    for name in stated:
+        sources.setdefault(name, f"{checkpoint.config_source} ({name})")  # sizes keep their tensor
     return _Readable(
         base,
         lambda heads: to_toolkit_state(matched, heads),
-        dict(matched.sources),
+        sources,
         mapping.origin,
-        "supplied",
-        None,
+        checkpoint.checkpoint_format,
+        stated.get("n_heads"),
     )
 
 
@@ -182,6 +210,7 @@ def load_checkpoint(
     atol: float = 1e-4,
     device: str | torch.device = "cpu",
     progress: ProgressCallback | None = None,
+    checkpoint_format: str = "auto",
 ) -> tuple[Transformer, LoadReport]:
     """Load a checkpoint (supplied format through ``mapping``, or a toolkit export) and verify it.
 
@@ -193,16 +222,7 @@ def load_checkpoint(
     """
     torch_device = torch.device(device)
     weights_path = Path(weights)
-    content, metadata = read_tensors(weights_path)
-    tensors = as_state_dict(content, weights_path)
-    if EXPORT_METADATA_KEY in metadata:
-        if mapping is not None:
-            raise WeightsError(
-                f"{weights_path} is a toolkit export, in the toolkit's own names; drop {setting('mapping')}"
-            )
-        readable = _read_export(tensors, metadata, weights_path)
-    else:
-        readable = _read_supplied(tensors, read_mapping(mapping), weights_path)
+    readable = read_checkpoint(weights_path, checkpoint_format, mapping)
     base = readable.base
     example_list = read_examples(examples) if examples is not None else []
     check_examples(example_list, base, str(examples))
@@ -212,10 +232,12 @@ def load_checkpoint(
 
     trials: list[HeadTrial] = []
     results: list[ExampleResult] = []
+    _check_heads_flag(readable, n_heads)
     if n_heads is not None:
         heads, heads_source = n_heads, "flag"
     elif readable.saved_heads is not None:
-        heads, heads_source = readable.saved_heads, "checkpoint"
+        heads = readable.saved_heads
+        heads_source = "checkpoint" if readable.checkpoint_format == "toolkit" else "config"
     elif example_list:
         heads, trials, results = search_heads(build, base.d_model, example_list, atol, progress)
         heads_source = "search"
@@ -245,6 +267,48 @@ def load_checkpoint(
         n_params=sum(p.numel() for p in model.parameters()),
     )
     return model, report
+
+
+def read_checkpoint(
+    weights: str | Path, checkpoint_format: str = "auto", mapping: str | Path | None = None
+) -> _Readable:
+    """A checkpoint of any format, read and checked against its mapping, no model built."""
+    checkpoint = open_checkpoint(weights, checkpoint_format)
+    if checkpoint.checkpoint_format == "toolkit":
+        if mapping is not None:
+            raise WeightsError(
+                f"{checkpoint.path} is a toolkit export, in the toolkit's own names; "
+                f"drop {setting('mapping')}"
+            )
+        return _read_export(checkpoint.tensors, checkpoint.metadata, checkpoint.path)
+    key_mapping = (
+        read_mapping(mapping) if mapping is not None else builtin_mapping(checkpoint.checkpoint_format)
+    )
+    return _read_mapped(checkpoint, key_mapping)
+
+
+def _check_heads_flag(readable: _Readable, n_heads: int | None) -> None:
+    """A given head count must fit d_model, and agree with the checkpoint's config where it has one."""
+    if n_heads is None:
+        return
+    readable.base.replace(n_heads=n_heads)  # ConfigError: not a divisor of d_model
+    if readable.saved_heads not in (None, n_heads):
+        raise WeightsError(
+            f"{setting('n_heads')} {n_heads} contradicts the checkpoint's own config "
+            f"(n_heads={readable.saved_heads}, from {readable.sources.get('n_heads', 'its config')}); "
+            f"drop {setting('n_heads')}"
+        )
+
+
+def read_config(
+    weights: str | Path, checkpoint_format: str = "auto", n_heads: int | None = None
+) -> ModelConfig:
+    """The model config of a checkpoint, without building a model: its own config where it records
+    one, sizes from its shapes, and the head count from ``n_heads``, the checkpoint, or the default."""
+    readable = read_checkpoint(weights, checkpoint_format)
+    _check_heads_flag(readable, n_heads)
+    heads = n_heads or readable.saved_heads or ModelConfig.n_heads
+    return readable.base.replace(n_heads=heads)
 
 
 def _export_config(metadata: dict[str, str], path: Path) -> ModelConfig:

@@ -35,6 +35,7 @@ class KeyRule:
     transforms: tuple[str, ...]
     qkv_layout: str = "qkv-major"
     same_as: str | None = None
+    optional: bool = False  # a tied rule whose key may be absent (save_pretrained drops tied tensors)
 
     @property
     def per_block(self) -> bool:
@@ -48,7 +49,7 @@ class KeyRule:
         return self.target.replace("{i}", str(block))
 
     def pattern(self) -> re.Pattern[str]:
-        return re.compile(re.escape(self.source).replace(re.escape("{i}"), r"(\d+)") + "$")
+        return _pattern(self.source)
 
 
 @dataclass(frozen=True)
@@ -56,18 +57,45 @@ class KeyMapping:
     name: str
     origin: str  # the file it was read from, or BUILTIN_MAPPING
     rules: tuple[KeyRule, ...]
+    ignore: tuple[str, ...] = ()  # keys ('{i}' = block index) that are not weights: causal-mask buffers
+
+    def ignored(self, key: str) -> bool:
+        return any(_pattern(raw).match(key) for raw in self.ignore)
+
+
+def _pattern(source: str) -> re.Pattern[str]:
+    return re.compile(re.escape(source).replace(re.escape("{i}"), r"(\d+)") + "$")
+
+
+FORMAT_MAPPINGS = {
+    "supplied": "keys_mapping.json",
+    "hf-gpt2": "mappings/hf_gpt2.json",
+    "nanogpt": "mappings/nanogpt.json",
+}
+"""The shipped mapping of each foreign format (files under toolkit/data/)."""
+
+
+def builtin_mapping(checkpoint_format: str) -> KeyMapping:
+    """The shipped key mapping of ``checkpoint_format`` ("supplied", "hf-gpt2", "nanogpt")."""
+    name = FORMAT_MAPPINGS[checkpoint_format]
+    text = resources.files("toolkit").joinpath(f"data/{name}").read_text(encoding="utf-8")
+    origin = BUILTIN_MAPPING if checkpoint_format == "supplied" else f"built-in ({checkpoint_format}: {name})"
+    return _parse_mapping(text, origin)
 
 
 def read_mapping(path: str | Path | None = None) -> KeyMapping:
     """The key mapping in ``path``, or the built-in mapping of the supplied format (docs/reference.md)."""
     if path is None:
-        text = resources.files("toolkit").joinpath("data/keys_mapping.json").read_text(encoding="utf-8")
-        origin = BUILTIN_MAPPING
+        return builtin_mapping("supplied")
     else:
         path = check_input_file(
             path, "mapping file", f"pass {setting('mapping')} PATH to a JSON key mapping", WeightsError
         )
         text, origin = path.read_text(encoding="utf-8"), str(path)
+    return _parse_mapping(text, origin)
+
+
+def _parse_mapping(text: str, origin: str) -> KeyMapping:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -79,7 +107,10 @@ def read_mapping(path: str | Path | None = None) -> KeyMapping:
         raise WeightsError(
             f"mapping {origin} has no per-block rule ('{{i}}' in 'from'); blocks cannot be found"
         )
-    return KeyMapping(str(data.get("name", origin)), origin, rules)
+    ignore = data.get("ignore", [])
+    if not isinstance(ignore, list) or not all(isinstance(key, str) for key in ignore):
+        raise WeightsError(f"mapping {origin}: 'ignore' must be a list of keys ('{{i}}' = block index)")
+    return KeyMapping(str(data.get("name", origin)), origin, rules, tuple(ignore))
 
 
 def _read_rule(raw: Any, origin: str) -> KeyRule:
@@ -107,7 +138,10 @@ def _read_rule(raw: Any, origin: str) -> KeyRule:
     layout = raw.get("qkv_layout", "qkv-major")
     if layout not in QKV_LAYOUTS:
         raise WeightsError(f"{where}: unknown qkv_layout {layout!r}; valid layouts: {', '.join(QKV_LAYOUTS)}")
-    return KeyRule(raw["from"], target, tuple(str(d) for d in shape), transforms, layout, same_as)
+    optional = raw.get("optional", False)
+    if not isinstance(optional, bool) or (optional and "tied" not in transforms):
+        raise WeightsError(f"{where}: 'optional' is true or false, and only a 'tied' rule may be optional")
+    return KeyRule(raw["from"], target, tuple(str(d) for d in shape), transforms, layout, same_as, optional)
 
 
 def _parse_dim(dim: str, where: str = "mapping") -> tuple[int, str | None]:
@@ -162,6 +196,7 @@ def match_checkpoint(tensors: dict[str, torch.Tensor], mapping: KeyMapping, path
     found: dict[str, tuple[int, int]] = {}  # key -> (index of its rule, block index or -1)
     unexpected: list[str] = []
     patterns = [rule.pattern() for rule in mapping.rules]
+    tensors = {key: tensor for key, tensor in tensors.items() if not mapping.ignored(key)}
     for key in tensors:
         hit = next(((n, m) for n, pattern in enumerate(patterns) if (m := pattern.match(key))), None)
         if hit is None:
@@ -200,6 +235,8 @@ def match_checkpoint(tensors: dict[str, torch.Tensor], mapping: KeyMapping, path
             missing.append(f"{rule.source} for every block (no block found)")
         for block in range(n_layers) if rule.per_block else [None]:
             key = rule.key(block)
+            if key not in tensors and rule.optional:
+                continue
             if key not in tensors:
                 missing.append(f"{key} (expected {fmt_shape(expected)})")
             elif list(_stored_shape(rule, tensors[key])) != expected:
@@ -214,7 +251,7 @@ def match_checkpoint(tensors: dict[str, torch.Tensor], mapping: KeyMapping, path
     if absent:
         raise WeightsError(f"mapping {mapping.origin} gives no shape from which to read {', '.join(absent)}")
     for rule in mapping.rules:
-        if rule.same_as is not None:
+        if rule.same_as is not None and rule.key(None) in tensors:
             _check_tied(tensors, rule, path)
     return MatchedCheckpoint(tensors, mapping, sizes, sources)
 
