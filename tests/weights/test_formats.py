@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import torch
-from checkpoints import RunsCode, gpt2
+from checkpoints import RunsCode, gpt2, gpt2_examples, to_supplied, write_pair
 from cli_checks import assert_one_line_error
 from safetensors.torch import save_file
 from tiny import TINY
@@ -22,6 +22,7 @@ from toolkit import ModelConfig, Transformer
 from toolkit.cli import app
 from toolkit.cli.options import FormatName
 from toolkit.errors import ConfigError, WeightsError
+from toolkit.tables.weights import search_text
 from toolkit.weights import FORMATS, load_checkpoint, open_checkpoint, read_config
 
 runner = CliRunner()
@@ -291,3 +292,35 @@ def test_n_head_must_divide_n_embd_in_the_library(hf: GPT2LMHeadModel, tmp_path:
     with pytest.raises(ConfigError, match="not divisible"):
         read_config(_hf_dir(hf, tmp_path / "m", n_head=5))
     assert read_config(_hf_dir(hf, tmp_path / "ok")) == ModelConfig(**{**TINY.to_dict()})
+
+
+def test_search_finds_eps_and_gelu_where_no_config_is_recorded(tmp_path: Path) -> None:
+    """A supplied-format checkpoint of a GPT-2 with eps 1e-6 and the tanh GELU: the search over
+    head count × GELU × eps, run against GPT-2's own logits, finds all three, and names a runner-up
+    that is measurably worse on every example."""
+    config = TINY.replace(norm_eps=1e-6, gelu="tanh")
+    reference = gpt2(config, seed=7)
+    weights, examples = write_pair(tmp_path, to_supplied(reference), gpt2_examples(reference))
+    model, report = load_checkpoint(weights, examples=examples, atol=2e-5)  # float32 is good to ~1e-6
+    assert report.n_heads_source == "search"
+    assert report.search is not None
+    chosen = report.search.chosen
+    assert (chosen.n_heads, chosen.gelu, chosen.norm_eps) == (3, "tanh", 1e-6)
+    assert model.config == config
+    assert report.passed
+    runner = report.search.runner_up
+    assert runner is not None
+    assert runner.examples_run == len(report.results)  # compared on every example, as the chosen one
+    assert runner.max_abs_diff > report.atol >= chosen.max_abs_diff
+    assert report.search.margin == pytest.approx(runner.max_abs_diff / chosen.max_abs_diff)
+    divisors = [h for h in range(1, 25) if 24 % h == 0]
+    assert len(report.search.trials) == len(divisors) * 2 * 4  # head counts × GELU forms × eps values
+    data = report.to_dict()["search"]
+    assert data["chosen"]["label"] == "n_heads=3, GELU tanh, eps 1e-06"
+    assert data["indistinguishable"] == []
+
+    # At a looser tolerance eps 1e-12 fits as well: the report says the examples cannot tell them apart.
+    _, loose = load_checkpoint(weights, examples=examples, atol=1e-4)
+    assert loose.search is not None
+    assert (3, "tanh", 1e-12) in [(t.n_heads, t.gelu, t.norm_eps) for t in loose.search.indistinguishable]
+    assert "cannot tell" in search_text(loose.search)

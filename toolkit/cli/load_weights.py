@@ -42,7 +42,13 @@ def load_weights_command(
     json: opt.Json = False,
 ) -> None:
     from toolkit.device import resolve_device
-    from toolkit.tables.weights import config_table, examples_table, head_search_table, load_summary
+    from toolkit.tables.weights import (
+        config_table,
+        examples_table,
+        head_search_table,
+        hypotheses_table,
+        load_summary,
+    )
     from toolkit.weights import check_export_path, export_checkpoint, load_checkpoint, shipped_files
 
     if export is not None:
@@ -72,8 +78,10 @@ def load_weights_command(
     elif export is not None:
         out.note(f"not exported to {export}: the model does not reproduce its examples")
     tables = [config_table(report)]
-    if report.head_trials:
+    if report.head_trials and len(report.head_trials) > 1:
         tables.append(head_search_table(report))
+    if report.search is not None:
+        tables.append(hypotheses_table(report))
     if report.results:
         tables.append(examples_table(report))
     summary = load_summary(report)

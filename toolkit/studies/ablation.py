@@ -234,7 +234,8 @@ def measure_output_changes(
     dtype: torch.dtype = torch.float64,
     progress: ProgressCallback | None = None,
 ) -> tuple[torch.Tensor, list[OutputChange]]:
-    """Base logits and each variant's :class:`OutputChange`, with forward passes in ``dtype`` on CPU."""
+    """Base logits and each variant's :class:`OutputChange`, with forward passes in ``dtype`` on CPU
+    (after a SIGINT / SIGTERM under :func:`toolkit.signals.graceful`: the variants done so far)."""
     if not inputs:
         raise InputError("no input sequences to run; give examples with at least one sequence")
     base = _copy_to(base_model, torch.device("cpu"), dtype)
@@ -242,8 +243,10 @@ def measure_output_changes(
     if progress is not None:
         progress(0, total, "outputs: baseline")
     base_logits = logits_of(base, inputs)
-    changes = []
+    changes: list[OutputChange] = []
     for done, variant in enumerate(variants, start=1):
+        if changes and stop_requested() is not None:  # SIGINT / SIGTERM: the variants done so far
+            break
         if progress is not None:
             progress(done, total, f"outputs: {variant.name}")
         changes.append(output_change(base_logits, logits_of(variant_model(base, variant), inputs)))
@@ -446,6 +449,7 @@ def run_ablation(
     if timing is not None:
         timing.seq_len_for(base_model.config)  # refuse an impossible timing input before any work
     _, changes = measure_output_changes(base_model, inputs, variants, progress=progress)
+    variants = variants[: len(changes)]  # fewer only when a signal stopped the run
     latencies: list[LatencyChange | None] = [None] * len(variants)
     study = None
     if timing is not None and stop_requested() is None:  # after SIGINT / SIGTERM: the output part only

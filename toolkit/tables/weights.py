@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 from rich.table import Table
 
 from toolkit.errors import setting
 from toolkit.tables import fmt_float, fmt_int
 from toolkit.weights import LoadReport
+from toolkit.weights.verify import SearchResult, gelu_name
 
 _SIZE_FIELDS = ("vocab_size", "max_seq_len", "d_model", "n_heads", "n_layers", "d_mlp")
 
@@ -52,6 +55,58 @@ def head_search_table(report: LoadReport) -> Table:
     return table
 
 
+def search_text(search: SearchResult) -> str:
+    """The hypothesis search in words: best, runner-up and the margin, what cannot be told apart."""
+    chosen, runner = search.chosen, search.runner_up
+    text = (
+        f"hypothesis search ({len(search.trials)} of head count × GELU form × eps, "
+        f"{search.elapsed_s:.1f} s): "
+        f"best {chosen.label}, max |Δ logit| {chosen.max_abs_diff:.3g}"
+    )
+    if runner is not None:
+        text += f"; runner-up {runner.label}, {runner.max_abs_diff:.3g} on every example"
+        if math.isfinite(search.margin):
+            text += f" ({search.margin:.3g}× the best's)"
+    same = search.indistinguishable
+    if same:
+        text += (
+            f". The examples cannot tell {len(same)} other hypothes{'is' if len(same) == 1 else 'es'} apart "
+            f"from it ({'; '.join(t.label for t in same[:4])}{'; ...' if len(same) > 4 else ''}): give "
+            "longer or more examples, or the config"
+        )
+    return text + "."
+
+
+def hypotheses_table(report: LoadReport, shown: int = 6) -> Table:
+    """The best hypotheses of the search, best first (all of them are in --json)."""
+    assert report.search is not None
+    search = report.search
+    ranked = sorted(search.trials, key=lambda t: (not t.passed, t.max_abs_diff))
+    table = Table(
+        title=f"Hypothesis search: the best {min(shown, len(ranked))} of {len(ranked)} "
+        f"(head count × GELU × eps; {search.elapsed_s:.1f} s)",
+        title_justify="left",
+    )
+    table.add_column("n_heads", justify="right")
+    table.add_column("GELU", justify="left")
+    table.add_column("eps", justify="right")
+    table.add_column("examples run", justify="right")
+    table.add_column("max |Δ logit|", justify="right", style="cyan")
+    table.add_column("verdict", justify="left")
+    for trial in ranked[:shown]:
+        chosen = trial is search.chosen
+        table.add_row(
+            f"{trial.n_heads}{' *' if chosen else ''}",
+            gelu_name(trial.gelu),
+            f"{trial.norm_eps:g}",
+            str(trial.examples_run),
+            fmt_float(trial.max_abs_diff),
+            _verdict(trial.passed),
+            style="bold" if chosen else None,
+        )
+    return table
+
+
 def examples_table(report: LoadReport) -> Table:
     table = Table(
         title=f"Logits against the reference examples ({report.device}, float32, atol {report.atol:g})",
@@ -77,7 +132,12 @@ def load_summary(report: LoadReport) -> str:
     """The verdict in words: pass/fail, and how the head count was found."""
     lines = []
     heads = report.config.n_heads
-    if report.n_heads_source == "search":
+    search = report.search
+    if (
+        report.n_heads_source == "search"
+        and search is not None
+        and len({t.n_heads for t in search.trials}) > 1
+    ):
         others = [t.n_heads for t in report.head_trials if not t.passed]
         matching = report.heads_matching
         if len(matching) == 1:
@@ -98,6 +158,8 @@ def load_summary(report: LoadReport) -> str:
             )
     else:
         lines.append(f"n_heads={heads} from {report.n_heads_source}.")
+    if search is not None:
+        lines.append(search_text(search))
     if not report.verified:
         lines.append("LOADED: keys and shapes match; no examples given, so outputs are not verified.")
     elif report.passed:

@@ -30,7 +30,14 @@ from toolkit.weights.mapping import (
     read_mapping,
     to_toolkit_state,
 )
-from toolkit.weights.verify import ExampleResult, HeadTrial, compare_examples, max_diff, search_heads
+from toolkit.weights.verify import (
+    ExampleResult,
+    HeadTrial,
+    SearchResult,
+    compare_examples,
+    max_diff,
+    search_hypotheses,
+)
 
 __all__ = ["EXPORT_METADATA_KEY", "LoadReport", "check_export_path", "export_checkpoint", "load_checkpoint"]
 
@@ -82,6 +89,7 @@ class LoadReport:
     atol: float
     device: str
     n_params: int
+    search: SearchResult | None = None  # the hypothesis search, when the checkpoint records no config
 
     @property
     def verified(self) -> bool:
@@ -110,6 +118,7 @@ class LoadReport:
             "config_sources": dict(self.config_sources),
             "n_heads_source": self.n_heads_source,
             "head_trials": [t.to_dict() for t in self.head_trials],
+            "search": self.search.to_dict() if self.search is not None else None,
             "examples": [r.to_dict() for r in self.results],
             "weights_path": self.weights_path,
             "examples_path": self.examples_path,
@@ -227,30 +236,43 @@ def load_checkpoint(
     example_list = read_examples(examples) if examples is not None else []
     check_examples(example_list, base, str(examples))
 
-    def build(heads: int) -> Transformer:
-        return _build(base.replace(n_heads=heads), readable.state_of(heads), torch_device)
+    states: dict[int, dict[str, torch.Tensor]] = {}
+
+    def build(heads: int, gelu: str = base.gelu, eps: float = base.norm_eps) -> Transformer:
+        if heads not in states:  # the q|k|v split may depend on the head count, nothing else does
+            states[heads] = readable.state_of(heads)
+        state = states[heads]
+        return _build(base.replace(n_heads=heads, gelu=gelu, norm_eps=eps), state, torch_device)
 
     trials: list[HeadTrial] = []
     results: list[ExampleResult] = []
+    search: SearchResult | None = None
+    sources = dict(readable.sources)
     _check_heads_flag(readable, n_heads)
-    if n_heads is not None:
-        heads, heads_source = n_heads, "flag"
-    elif readable.saved_heads is not None:
-        heads = readable.saved_heads
-        heads_source = "checkpoint" if readable.checkpoint_format == "toolkit" else "config"
-    elif example_list:
-        heads, trials, results = search_heads(build, base.d_model, example_list, atol, progress)
-        heads_source = "search"
-    elif base.d_model % ModelConfig.n_heads == 0:
-        heads, heads_source = ModelConfig.n_heads, "default"
-    else:
-        raise WeightsError(
-            f"d_model={base.d_model} is not divisible by the default {ModelConfig.n_heads} heads, and the "
-            f"head count is in no shape; pass {setting('n_heads')} N, or {setting('examples')} to search "
-            "for it"
+    if readable.saved_heads is None and example_list:  # no config recorded: prove what no shape shows
+        search = search_hypotheses(
+            build, base.d_model, example_list, atol, None if n_heads is None else [n_heads], progress
         )
-    model = build(heads)  # a head count that does not divide d_model raises ConfigError here
-    if heads_source != "search":
+        chosen = search.chosen
+        heads, trials, results = chosen.n_heads, search.head_trials(), list(search.results)
+        heads_source = "flag" if n_heads is not None else "search"
+        sources |= {"gelu": "search", "norm_eps": "search"}
+        model = build(chosen.n_heads, chosen.gelu, chosen.norm_eps)
+    else:
+        if n_heads is not None:
+            heads, heads_source = n_heads, "flag"
+        elif readable.saved_heads is not None:
+            heads = readable.saved_heads
+            heads_source = "checkpoint" if readable.checkpoint_format == "toolkit" else "config"
+        elif base.d_model % ModelConfig.n_heads == 0:
+            heads, heads_source = ModelConfig.n_heads, "default"
+        else:
+            raise WeightsError(
+                f"d_model={base.d_model} is not divisible by the default {ModelConfig.n_heads} heads, and "
+                f"the head count is in no shape; pass {setting('n_heads')} N, or {setting('examples')} to "
+                "search for it"
+            )
+        model = build(heads)  # a head count that does not divide d_model raises ConfigError here
         results = compare_examples(model, example_list, atol, progress=progress)
     report = LoadReport(
         weights_path=str(weights_path),
@@ -258,13 +280,14 @@ def load_checkpoint(
         mapping=readable.mapping,
         checkpoint_format=readable.checkpoint_format,
         config=model.config,
-        config_sources={**readable.sources, "n_heads": heads_source},
+        config_sources={**sources, "n_heads": heads_source},
         n_heads_source=heads_source,
         head_trials=tuple(trials),
         results=tuple(results),
         atol=atol,
         device=str(torch_device),
         n_params=sum(p.numel() for p in model.parameters()),
+        search=search,
     )
     return model, report
 

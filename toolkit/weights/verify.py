@@ -1,8 +1,10 @@
-"""Verification: how far a model's logits are from the reference examples, and the head-count search."""
+"""Verification: how far a model's logits are from the reference examples, and the hypothesis search
+(head count × GELU form × LayerNorm eps) for checkpoints that record no config."""
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -12,6 +14,7 @@ import torch
 from toolkit.config import ModelConfig
 from toolkit.model import Transformer
 from toolkit.progress import ProgressCallback
+from toolkit.signals import stop_requested
 from toolkit.weights.examples import Example
 
 
@@ -106,3 +109,126 @@ def search_heads(
         return chosen, trials, results_of[chosen]
     closest = min(trials, key=lambda t: math.inf if math.isnan(t.max_abs_diff) else t.max_abs_diff).n_heads
     return closest, trials, compare_examples(build(closest), examples, atol)
+
+
+RUNNER_UP_RERUNS = 4
+GELU_FORMS = ("none", "tanh")  # exact (erf) GELU, and its tanh approximation
+EPS_CANDIDATES = (1e-5, 1e-6, 1e-12, 1e-4)  # GPT-2 / PyTorch, T5-style, BERT, and a loose one
+"""The values the search tries for what no tensor shape records, most common first."""
+
+
+def gelu_name(gelu: str) -> str:
+    return "erf" if gelu == "none" else gelu
+
+
+@dataclass(frozen=True)
+class HypothesisTrial:
+    """One (head count, GELU form, eps) tried against the examples; a miss stops at the first
+    example it fails."""
+
+    n_heads: int
+    gelu: str
+    norm_eps: float
+    max_abs_diff: float
+    examples_run: int
+    passed: bool
+
+    @property
+    def label(self) -> str:
+        return f"n_heads={self.n_heads}, GELU {gelu_name(self.gelu)}, eps {self.norm_eps:g}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "label": self.label}
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """Every hypothesis tried, the one kept, and what separates it from the next best."""
+
+    chosen: HypothesisTrial
+    trials: tuple[HypothesisTrial, ...]
+    results: tuple[ExampleResult, ...]  # the chosen hypothesis on every example
+    elapsed_s: float
+    runner_up: HypothesisTrial | None = None  # the next closest, rerun on every example
+
+    @property
+    def indistinguishable(self) -> list[HypothesisTrial]:
+        """Other hypotheses that reproduce the examples just as well: the examples cannot tell them apart."""
+        return [t for t in self.trials if t.passed and t is not self.chosen]
+
+    @property
+    def margin(self) -> float:
+        """The runner-up's max |Δ logit| over the chosen one's (> 1: the chosen fits better)."""
+        runner = self.runner_up
+        if runner is None or not self.chosen.max_abs_diff > 0:
+            return math.nan
+        return runner.max_abs_diff / self.chosen.max_abs_diff
+
+    def head_trials(self) -> list[HeadTrial]:
+        """The head counts tried at the chosen GELU form and eps."""
+        return [
+            HeadTrial(t.n_heads, t.max_abs_diff, t.examples_run, t.passed)
+            for t in self.trials
+            if (t.gelu, t.norm_eps) == (self.chosen.gelu, self.chosen.norm_eps)
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        runner = self.runner_up
+        return {
+            "chosen": self.chosen.to_dict(),
+            "runner_up": runner.to_dict() if runner is not None else None,
+            "margin": self.margin,
+            "indistinguishable": [t.to_dict() for t in self.indistinguishable],
+            "elapsed_s": self.elapsed_s,
+            "trials": [t.to_dict() for t in self.trials],
+        }
+
+
+def _rank(trial: HypothesisTrial) -> tuple[bool, float]:
+    """Passing first, then the smaller max |Δ logit| (over the examples it ran)."""
+    diff = math.inf if math.isnan(trial.max_abs_diff) else trial.max_abs_diff
+    return (not trial.passed, diff)
+
+
+def search_hypotheses(
+    build: Callable[[int, str, float], Transformer],
+    d_model: int,
+    examples: Sequence[Example],
+    atol: float,
+    heads: Sequence[int] | None = None,
+    progress: ProgressCallback | None = None,
+) -> SearchResult:
+    """Try every head count (``heads``, default every divisor of d_model) × GELU form × eps against
+    the examples; keep the hypothesis that reproduces them (the defaults when several do, else the
+    first in the order tried), or the closest when none does."""
+    start = time.perf_counter()
+    head_counts = list(heads) if heads is not None else [h for h in range(1, d_model + 1) if d_model % h == 0]
+    grid = [(h, g, e) for h in head_counts for g in GELU_FORMS for e in EPS_CANDIDATES]
+    trials: list[HypothesisTrial] = []
+    for done, (h, g, e) in enumerate(grid):
+        if trials and stop_requested() is not None:  # SIGINT / SIGTERM: decide on what was tried
+            break
+        if progress is not None:
+            progress(done, len(grid), f"trying n_heads={h}, GELU {gelu_name(g)}, eps {e:g}")
+        results = compare_examples(build(h, g, e), examples, atol, stop_at_failure=True)
+        passed = len(results) == len(examples) and all(r.passed for r in results)
+        trials.append(HypothesisTrial(h, g, e, max_diff(results), len(results), passed))
+    if progress is not None:
+        progress(len(grid), len(grid), "hypothesis search done")
+    defaults = (ModelConfig.n_heads, ModelConfig.gelu, ModelConfig.norm_eps)
+    passing = [t for t in trials if t.passed]
+    default = next((t for t in passing if (t.n_heads, t.gelu, t.norm_eps) == defaults), None)
+    chosen = default or (passing[0] if passing else min(trials, key=_rank))
+    results = compare_examples(build(chosen.n_heads, chosen.gelu, chosen.norm_eps), examples, atol)
+    others = [t for t in trials if t is not chosen]
+    runner_up = None
+    # The closest few (ties are common: one token cannot tell head counts apart) rerun on every
+    # example, so that the runner-up's max |Δ| compares with the chosen one's.
+    for near in sorted(others, key=_rank)[: 0 if stop_requested() is not None else RUNNER_UP_RERUNS]:
+        full = compare_examples(build(near.n_heads, near.gelu, near.norm_eps), examples, atol)
+        trial = HypothesisTrial(
+            near.n_heads, near.gelu, near.norm_eps, max_diff(full), len(full), all(r.passed for r in full)
+        )
+        if runner_up is None or _rank(trial) < _rank(runner_up):
+            runner_up = trial
+    return SearchResult(chosen, tuple(trials), tuple(results), time.perf_counter() - start, runner_up)
