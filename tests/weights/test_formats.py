@@ -176,7 +176,8 @@ def test_config_fields_come_from_config_json(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "m" / "config.json").read_text())["activation_function"] == "gelu_new"
     model, report = load_checkpoint(tmp_path / "m")
     assert model.config == config
-    assert report.config_sources["norm_eps"] == "config.json (norm_eps)"
+    assert report.config_sources["norm_eps"] == "config.json: layer_norm_epsilon"
+    assert report.config_sources["n_heads"] == "config.json: n_head"
     assert read_config(tmp_path / "m") == config  # the same config, with no model built
     with torch.no_grad():
         torch.testing.assert_close(model(IDS), reference(IDS).logits, rtol=0, atol=1e-5)

@@ -29,6 +29,9 @@ def config_table(report: LoadReport) -> Table:
     table.add_column("read from", justify="left")
     for name in _SIZE_FIELDS:
         table.add_row(name, fmt_int(getattr(report.config, name)), report.config_sources.get(name, ""))
+    config = report.config
+    for name, value in (("norm_eps", f"{config.norm_eps:g}"), ("gelu", gelu_name(config.gelu))):
+        table.add_row(name, value, report.config_sources.get(name, "default (not recorded, not searched)"))
     table.add_section()
     table.add_row("parameters", fmt_int(report.n_params), "tied LM head counted once", style="bold")
     return table

@@ -30,6 +30,29 @@ HF_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch
 COMPILE_PREFIX = "_orig_mod."  # torch.compile's wrapper in nanoGPT's saved state dicts
 HF_GELU = {"gelu": "none", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu_fast": "tanh"}
 """HF activation_function -> ModelConfig.gelu ("none": exact erf GELU)."""
+HF_KEYS = {
+    "vocab_size": "vocab_size",
+    "max_seq_len": "n_positions",
+    "d_model": "n_embd",
+    "n_heads": "n_head",
+    "n_layers": "n_layer",
+    "d_mlp": "n_inner (null: 4·n_embd)",
+    "norm_eps": "layer_norm_epsilon",
+    "gelu": "activation_function",
+    "scale_attention": "scale_attn_weights",
+}
+NANOGPT_KEYS = {
+    "vocab_size": "vocab_size",
+    "max_seq_len": "block_size",
+    "d_model": "n_embd",
+    "n_heads": "n_head",
+    "n_layers": "n_layer",
+    "d_mlp": "4·n_embd, always",
+    "norm_eps": "nanoGPT's LayerNorm: always 1e-5",
+    "gelu": "nanoGPT's nn.GELU(): always exact",
+    "scale_attention": "nanoGPT: always 1/sqrt(head size)",
+}
+"""Where each ModelConfig field comes from in the format's own config."""
 
 
 @dataclass
@@ -42,6 +65,7 @@ class Checkpoint:
     metadata: dict[str, str] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)  # ModelConfig fields the checkpoint states
     config_source: str = ""  # where they were read ("config.json", "model_args")
+    config_keys: dict[str, str] = field(default_factory=dict)  # field -> the format's own name for it
 
 
 def open_checkpoint(path: str | Path, checkpoint_format: str = "auto") -> Checkpoint:
@@ -141,7 +165,7 @@ def _read_hf_directory(path: Path) -> Checkpoint:
     else:
         content, _ = read_tensors(weights, allow_bin=True)
         tensors = as_state_dict(content, weights)
-    return Checkpoint(path, "hf-gpt2", _hf_key_names(tensors), {}, config, "config.json")
+    return Checkpoint(path, "hf-gpt2", _hf_key_names(tensors), {}, config, "config.json", HF_KEYS)
 
 
 def _hf_key_names(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -199,7 +199,8 @@ def _read_mapped(checkpoint: Checkpoint, mapping: KeyMapping) -> _Readable:
         )
     sources = dict(matched.sources)
     for name in stated:
-        sources.setdefault(name, f"{checkpoint.config_source} ({name})")  # sizes keep their tensor
+        key = checkpoint.config_keys.get(name, name)
+        sources.setdefault(name, f"{checkpoint.config_source}: {key}")  # sizes keep their tensor
     return _Readable(
         base,
         lambda heads: to_toolkit_state(matched, heads),
@@ -280,7 +281,10 @@ def load_checkpoint(
         mapping=readable.mapping,
         checkpoint_format=readable.checkpoint_format,
         config=model.config,
-        config_sources={**sources, "n_heads": heads_source},
+        config_sources={
+            **sources,
+            "n_heads": sources["n_heads"] if heads_source == "config" else heads_source,
+        },
         n_heads_source=heads_source,
         head_trials=tuple(trials),
         results=tuple(results),
