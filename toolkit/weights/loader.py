@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 import torch
 from safetensors.torch import save_file
+from torch.overrides import TorchFunctionMode
 
 from toolkit.config import ModelConfig, from_dict
 from toolkit.errors import CheckpointKeysError, ConfigError, WeightsError, setting
@@ -56,17 +57,36 @@ def _state_problems(
     return missing, unexpected, mismatched
 
 
+class _NoInit(TorchFunctionMode):
+    """Skips the in-place random and constant fills of parameter initialisation: a model whose
+    every tensor is replaced by a checkpoint's need not draw 100 M random numbers first. (The
+    meta device would skip them too, but its first random fill in a process costs seconds.)"""
+
+    FILLS = frozenset({"normal_", "uniform_", "zero_", "fill_"})  # in-place fills of a tensor
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        # every torch.nn.init function (kaiming_uniform_, normal_, ...), caught before it runs
+        if getattr(func, "__module__", "") == "torch.nn.init" or getattr(func, "__name__", "") in self.FILLS:
+            target = args[0] if args else (kwargs or {}).get("tensor")
+            if isinstance(target, torch.Tensor):
+                return target
+        return func(*args, **(kwargs or {}))
+
+
+def _skeleton(config: ModelConfig) -> Transformer:
+    """A model of ``config`` with uninitialised tensors (untouched memory), to be given a state."""
+    with _NoInit():
+        return Transformer(config)
+
+
 def _parameter_shapes(config: ModelConfig) -> dict[str, torch.Size]:
-    return {k: v.shape for k, v in Transformer(config).state_dict().items()}
+    return {k: v.shape for k, v in _skeleton(config).state_dict().items()}
 
 
 def _build(config: ModelConfig, state: dict[str, torch.Tensor], device: torch.device) -> Transformer:
-    """A model of ``config`` holding exactly the tensors of ``state``.
-
-    (Built on the CPU and then given ``state``: a meta-device build would skip the random init, but
-    its first use in a process costs seconds.)
-    """
-    model = Transformer(config)
+    """A model of ``config`` holding exactly the tensors of ``state`` (views of the file where the
+    layout allows: a safetensors file stays memory-mapped, read when the model first runs)."""
+    model = _skeleton(config)
     model.load_state_dict(state, strict=True, assign=True)
     return model.to(device).eval()
 

@@ -282,6 +282,8 @@ def split_qkv(fused: torch.Tensor, n_heads: int, layout: str) -> torch.Tensor:
     three_d, rest = fused.shape[0], tuple(fused.shape[1:])
     if three_d % (3 * n_heads) != 0:
         raise WeightsError(f"a fused q|k|v axis of {three_d} cannot be split into 3 x {n_heads} heads")
+    if layout == "qkv-major":  # already the toolkit's order: keep the tensor (a view, no copy)
+        return fused
     head_dim = three_d // (3 * n_heads)
     if layout == "qkv-major":
         parts = fused.reshape(3, n_heads, head_dim, *rest)  # (qkv, nh, hs, ...)
@@ -294,7 +296,9 @@ def split_qkv(fused: torch.Tensor, n_heads: int, layout: str) -> torch.Tensor:
 
 
 def to_toolkit_state(checkpoint: MatchedCheckpoint, n_heads: int) -> dict[str, torch.Tensor]:
-    """The checkpoint's tensors under the toolkit's names, in its layout and in float32."""
+    """The checkpoint's tensors under the toolkit's names, in its layout and in float32: views of the
+    checkpoint's tensors where no copy is needed (a transposed weight is a transposed view, which
+    ``F.linear`` multiplies as fast)."""
     state: dict[str, torch.Tensor] = {}
     for rule in checkpoint.mapping.rules:
         if rule.target is None:  # tied: already checked equal to the tensor that is loaded
@@ -311,5 +315,5 @@ def to_toolkit_state(checkpoint: MatchedCheckpoint, n_heads: int) -> dict[str, t
             target = rule.target_key(block)
             if target in state:
                 raise WeightsError(f"mapping {checkpoint.mapping.origin} sets {target} twice; each 'to' once")
-            state[target] = tensor.contiguous()
+            state[target] = tensor
     return state
