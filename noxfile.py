@@ -77,6 +77,11 @@ def smoke(session: nox.Session) -> None:
     session.run("toolkit", "ablate", "--eps", "1e-4", "--seq-len", "64", "--budget", "3")
     session.run("toolkit", "layernorm-compare", "--shapes", "256x64", "--steps", "5", "--budget", "2")
     session.run("toolkit", "matmul", "--size", "64", "--repeat", "1", "--workers", "2")
+    session.run("python", "scripts/make_checkpoints.py", str(session.create_tmp() + "/checkpoints"))
+    for checkpoint in ("gpt2-hf", "nanogpt/ckpt.pt"):
+        path = f"{session.create_tmp()}/checkpoints/{checkpoint}"
+        session.run("toolkit", "load-weights", "--weights", path)
+        session.run("toolkit", "ablate", "--weights", path, "--eps", "1e-4", "--no-latency", "--no-plot")
 
 
 @nox.session(python=PYTHON)
