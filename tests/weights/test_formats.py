@@ -18,10 +18,11 @@ from tiny import TINY
 from transformers import GPT2LMHeadModel
 from typer.testing import CliRunner
 
-from toolkit import ModelConfig, Transformer
+from toolkit import ModelConfig
 from toolkit.cli import app
 from toolkit.cli.options import FormatName
 from toolkit.errors import ConfigError, WeightsError
+from toolkit.studies.ablation import select_variants, variant_model
 from toolkit.tables.weights import search_text
 from toolkit.weights import FORMATS, load_checkpoint, open_checkpoint, read_config
 
@@ -159,8 +160,8 @@ def test_eps_ablation_equals_gpt2_with_that_eps(
     """`ablate --eps 1e-4` on the loaded weights computes what GPT-2 does with layer_norm_epsilon=1e-4."""
     reference = nano_hf if kind.startswith("nanogpt") else hf
     model, _ = load_checkpoint(files[kind])
-    variant = Transformer(model.config.replace(norm_eps=1e-4)).eval()
-    variant.load_state_dict(model.state_dict())
+    (eps,) = select_variants(model.config, eps=1e-4)
+    variant = variant_model(model, eps)  # what `toolkit ablate --eps 1e-4` runs
     config = reference.config.to_dict() | {"layer_norm_epsilon": 1e-4}
     other = GPT2LMHeadModel(type(reference.config).from_dict(config)).eval()
     other.load_state_dict(reference.state_dict())
