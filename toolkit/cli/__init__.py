@@ -9,6 +9,7 @@ from toolkit.cli import layernorm as _layernorm  # noqa: F401
 from toolkit.cli import load_weights as _load_weights  # noqa: F401
 from toolkit.cli import matmul as _matmul  # noqa: F401
 from toolkit.cli import params as _params  # noqa: F401
+from toolkit.cli import startup as _startup  # noqa: F401  (before any help is rendered)
 from toolkit.cli.app import app
 
 __all__ = ["app", "main"]

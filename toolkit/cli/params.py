@@ -32,13 +32,13 @@ def params_command(
     ] = True,
     json: opt.Json = False,
 ) -> None:
+    config = opt.model_config(  # a config that cannot exist fails here, before torch is imported
+        config_file, vocab, max_seq_len, d_model, heads, layers, mlp, eps, weights, checkpoint_format
+    )
     from toolkit.device import resolve_device, resolve_dtype
     from toolkit.studies.params import count_report, measure_params
     from toolkit.tables.params import bytes_table, components_table, memory_table, summary_text
 
-    config = opt.model_config(
-        config_file, vocab, max_seq_len, d_model, heads, layers, mlp, eps, weights, checkpoint_format
-    )
     torch_device, torch_dtype = resolve_device(device), resolve_dtype(dtype)
     if measure:
         report = measure_params(config, torch_device, torch_dtype, seq_len=seq_len, batch=batch)
