@@ -326,3 +326,13 @@ def test_search_finds_eps_and_gelu_where_no_config_is_recorded(tmp_path: Path) -
     assert loose.search is not None
     assert (3, "tanh", 1e-12) in [(t.n_heads, t.gelu, t.norm_eps) for t in loose.search.indistinguishable]
     assert "cannot tell" in search_text(loose.search)
+
+
+def test_a_model_wrapper_of_the_supplied_format_is_not_taken_for_nanogpt(tmp_path: Path) -> None:
+    """{"model": state} with the supplied format's names stays the supplied format (no model_args needed)."""
+    reference = gpt2(TINY)
+    torch.save({"model": to_supplied(reference), "epoch": 3}, tmp_path / "wrapped.pt")
+    model, report = load_checkpoint(tmp_path / "wrapped.pt", n_heads=3)
+    assert report.checkpoint_format == "supplied"
+    with torch.no_grad():
+        torch.testing.assert_close(model(IDS), reference(IDS).logits, rtol=0, atol=1e-5)

@@ -99,7 +99,7 @@ def _describe(checkpoint_format: str) -> str:
 def _read_file(path: Path, content: Any, metadata: dict[str, str]) -> Checkpoint:
     if EXPORT_METADATA_KEY in metadata:
         return Checkpoint(path, "toolkit", as_state_dict(content, path), metadata)
-    if isinstance(content, dict) and "model" in content and isinstance(content["model"], dict):
+    if isinstance(content, dict) and _nanogpt_model(content.get("model")):
         if "model_args" not in content:
             raise WeightsError(
                 f"{path} looks like a nanoGPT checkpoint ('model' entry) but has no 'model_args', so its "
@@ -112,6 +112,14 @@ def _read_file(path: Path, content: Any, metadata: dict[str, str]) -> Checkpoint
         )
     tensors = _strip_compile_prefix(as_state_dict(content, path))
     return Checkpoint(path, _bare_format(tensors), tensors, metadata)
+
+
+def _nanogpt_model(model: Any) -> bool:
+    """A nanoGPT state dict (GPT-2's key names, compiled or not); other ``{"model": ...}`` wrappers
+    are plain state dicts of the supplied format."""
+    return isinstance(model, dict) and any(
+        str(key).removeprefix(COMPILE_PREFIX) == "transformer.wte.weight" for key in model
+    )
 
 
 def _strip_compile_prefix(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
