@@ -178,8 +178,8 @@ def _read_export(tensors: dict[str, torch.Tensor], metadata: dict[str, str], pat
     return _Readable(saved, lambda heads: state, sources, "none (toolkit export)", "toolkit", saved.n_heads)
 
 
-_SIZE_NAMES = {"vocab_size": "vocab_size", "max_seq_len": "max_seq_len", "d_model": "d_model",
-               "d_mlp": "d_mlp", "n_layers": "n_layers"}  # fmt: skip
+_SIZE_NAMES = ("vocab_size", "max_seq_len", "d_model", "d_mlp", "n_layers")
+"""The sizes a mapping reads off the tensors; a recorded config must agree with them."""
 
 
 def _read_mapped(checkpoint: Checkpoint, mapping: KeyMapping) -> _Readable:
@@ -208,7 +208,7 @@ def _read_mapped(checkpoint: Checkpoint, mapping: KeyMapping) -> _Readable:
     )
     if stated:  # the head count, eps, GELU form: d_model % n_heads is checked here
         base = base.replace(**{k: v for k, v in stated.items() if k not in _SIZE_NAMES and k != "n_heads"})
-        base.replace(n_heads=stated["n_heads"])
+        base.replace(n_heads=stated["n_heads"])  # raises ConfigError when n_head does not divide n_embd
     problems = _state_problems(_parameter_shapes(base), to_toolkit_state(matched, 1))
     if any(problems):
         named = zip(("unset", "unknown targets", "wrong shape after transforms"), problems, strict=True)
