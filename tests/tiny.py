@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from toolkit import ModelConfig
+from toolkit.studies.settings import TrainingSettings
 
 TINY = ModelConfig(vocab_size=61, max_seq_len=32, d_model=24, n_heads=3, n_layers=2, d_mlp=40)
 
@@ -32,3 +33,13 @@ TINY_TRAIN = [
     "2",
 ]
 """The training flags of ``layernorm-compare`` for a tiny byte-level GPT trained for 4 steps."""
+
+TINY_TRAINING = TrainingSettings(
+    model=ModelConfig(vocab_size=256, max_seq_len=16, d_model=32, n_heads=2, n_layers=2, d_mlp=64),
+    steps=12,
+    batch=4,
+    lr=3e-3,
+    eval_every=6,
+    eval_batches=2,
+)
+"""The byte-level training run the LayerNorm study and plot tests share (seconds on 2 cores)."""

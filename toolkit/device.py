@@ -43,16 +43,16 @@ def rate_dtype(device: torch.device, dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if device.type == "cpu" and dtype != torch.float32 else dtype
 
 
-def half_on_cpu_note(device: torch.device, dtype: torch.dtype) -> str | None:
-    """The one note that half precision on the CPU measures an emulation, or None."""
+def half_on_cpu_notes(device: torch.device, dtype: torch.dtype) -> list[str]:
+    """The one warning that half precision on the CPU measures an emulation (none otherwise)."""
     if device.type != "cpu" or dtype == torch.float32:
-        return None
+        return []
     name = str(dtype).removeprefix("torch.")
-    return (
+    return [
         f"{name} on the CPU: most of PyTorch's CPU kernels emulate it (convert to float32 and back), "
         f"so it is slower than float32 and says little about a GPU; use {setting('dtype')} float32 "
         f"on the CPU, or {setting('device')} cuda"
-    )
+    ]
 
 
 def device_name(device: torch.device) -> str:

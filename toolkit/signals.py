@@ -28,7 +28,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import NoReturn
 
@@ -44,8 +44,7 @@ class Terminated(BaseException):
 
     @property
     def exit_code(self) -> int:
-        """The shell's convention for death by a signal: 128 + the signal number."""
-        return 128 + self.signum
+        return exit_code(self.signum)
 
 
 GRACE_S = 1.8
@@ -82,16 +81,27 @@ def interruptible() -> Iterator[None]:
 
     Outside the main thread (where Python cannot install handlers) it does nothing.
     """
+    with _handlers(_on_signal) as installed:
+        if installed:
+            _State.raised, _State.pending = False, None
+        yield
+
+
+@contextlib.contextmanager
+def _handlers(handler: Callable[[int, FrameType | None], None]) -> Iterator[bool]:
+    """``handler`` for SIGINT and SIGTERM while the block runs, the previous ones restored after;
+    yields whether it installed them. Outside the main thread (where Python cannot install
+    handlers), or inside another such block, it does nothing (and yields False)."""
     if threading.current_thread() is not threading.main_thread() or _State.installed:
-        yield
+        yield False
         return
-    previous = {signum: signal.signal(signum, _on_signal) for signum in HANDLED}
-    _State.installed, _State.raised, _State.pending = True, False, None
+    previous = {signum: signal.signal(signum, handler) for signum in HANDLED}
+    _State.installed = True
     try:
-        yield
+        yield True
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        for signum, old in previous.items():
+            signal.signal(signum, old if old is not None else signal.SIG_DFL)
         _State.installed = False
 
 
@@ -154,14 +164,7 @@ def _on_graceful_signal(signum: int, frame: FrameType | None) -> None:
 def graceful() -> Iterator[None]:
     """SIGINT / SIGTERM ask the run to stop (:func:`stop_requested`) instead of raising; handlers
     restored afterwards. Outside the main thread, or inside another handler scope, it does nothing."""
-    if threading.current_thread() is not threading.main_thread() or _State.installed:
+    with _handlers(_on_graceful_signal) as installed:
+        if installed:
+            _State.requested = None
         yield
-        return
-    previous = {signum: signal.signal(signum, _on_graceful_signal) for signum in HANDLED}
-    _State.installed, _State.requested = True, None
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
-        _State.installed = False

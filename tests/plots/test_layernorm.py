@@ -7,8 +7,8 @@ import pytest
 import torch
 from matplotlib.container import ErrorbarContainer
 from plot_layout import assert_readable, overlapping_texts
+from tiny import TINY_TRAINING
 
-from toolkit import ModelConfig
 from toolkit.plots.layernorm import (
     correlation_figure,
     curves_figure,
@@ -25,15 +25,7 @@ DPI = 120  # as save_figure writes them
 
 @pytest.fixture(scope="module")
 def training() -> study.TrainingResult:
-    settings = study.TrainingSettings(
-        model=ModelConfig(vocab_size=256, max_seq_len=16, d_model=32, n_heads=2, n_layers=2, d_mlp=64),
-        steps=10,
-        batch=4,
-        lr=3e-3,
-        eval_every=5,
-        eval_batches=2,
-    )
-    return study.train_norms(CPU, settings, study.stdlib_corpus(max_bytes=100_000))
+    return study.train_norms(CPU, TINY_TRAINING, study.stdlib_corpus(max_bytes=100_000))
 
 
 @pytest.fixture(scope="module")

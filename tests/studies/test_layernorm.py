@@ -10,20 +10,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from tiny import TINY_TRAINING
 
-from toolkit import ModelConfig
 from toolkit.errors import ConfigError, DataError
 from toolkit.studies import layernorm as study
 
 CPU = torch.device("cpu")
-TINY_TRAINING = study.TrainingSettings(
-    model=ModelConfig(vocab_size=256, max_seq_len=16, d_model=32, n_heads=2, n_layers=2, d_mlp=64),
-    steps=12,
-    batch=4,
-    lr=3e-3,
-    eval_every=6,
-    eval_batches=2,
-)
 
 
 @pytest.fixture(scope="module")

@@ -122,7 +122,7 @@ def ablate_command(
 ) -> None:
     import torch
 
-    from toolkit.device import half_on_cpu_note, resolve_device, resolve_dtype
+    from toolkit.device import half_on_cpu_notes, resolve_device, resolve_dtype
     from toolkit.plots.ablation import save_ablation_plot
     from toolkit.studies.ablation import run_ablation, select_variants
     from toolkit.studies.settings import ForwardTiming
@@ -189,7 +189,7 @@ def ablate_command(
     if not no_plot:
         out.save("plot", functools.partial(save_ablation_plot, result, plot))
     if timing is not None:
-        out.warn_all(filter(None, [half_on_cpu_note(timing.device, timing.dtype)]))
+        out.warn_all(half_on_cpu_notes(timing.device, timing.dtype))
     if result.latency is not None:
         out.warn_all(latency_notes(result.latency, torch.get_num_threads()))
     rows = [

@@ -167,7 +167,7 @@ def latency_command(
 ) -> None:
     import torch
 
-    from toolkit.device import half_on_cpu_note, resolve_device, resolve_dtype
+    from toolkit.device import half_on_cpu_notes, resolve_device, resolve_dtype
     from toolkit.plots.latency import save_latency_plot
     from toolkit.studies.latency import LatencyReport, measure_latency_all, measure_latency_sweep
     from toolkit.studies.settings import ForwardTiming
@@ -215,7 +215,7 @@ def latency_command(
             plot_paths += [written] if written is not None else []
     if csv is not None:
         out.save("rows", functools.partial(_write_csv, outcome.to_frame(), csv))
-    out.warn_all(filter(None, [half_on_cpu_note(torch_device, torch_dtype)]))
+    out.warn_all(half_on_cpu_notes(torch_device, torch_dtype))
     for sweep in sweeps:
         out.warn_all(sweep_notes(sweep, torch.get_num_threads()))
     renderables: list[RenderableType] = []

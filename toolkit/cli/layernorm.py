@@ -158,7 +158,7 @@ def layernorm_compare_command(
         )
     import torch
 
-    from toolkit.device import half_on_cpu_note, resolve_device, resolve_dtype
+    from toolkit.device import half_on_cpu_notes, resolve_device, resolve_dtype
     from toolkit.layernorm import available_backends
     from toolkit.plots.layernorm import layernorm_figures
     from toolkit.studies.layernorm import run_layernorm_study, stdlib_corpus, text_corpus
@@ -205,7 +205,7 @@ def layernorm_compare_command(
         written = out.save("plot", functools.partial(_save_plot, build, plots_dir / name))
         plots += [written] if written is not None else []
     if report.speed is not None:
-        out.warn_all(filter(None, [half_on_cpu_note(torch_device, torch_dtype)]))
+        out.warn_all(half_on_cpu_notes(torch_device, torch_dtype))
         out.warn_all(cautions_text(report.speed.cautions, torch.get_num_threads()), shown=3)
     out.finish({**report.to_dict(), "plots": [str(p) for p in plots]}, *_renderables(report))
 

@@ -15,7 +15,7 @@ from toolkit.config import ModelConfig, from_dict, load_config
 from toolkit.errors import ConfigError
 
 MODEL = "Model (defaults: the reference model of docs/reference.md)"
-CHECKPOINT_PANEL = "Checkpoint"
+CHECKPOINT = "Checkpoint"
 
 Vocab = Annotated[
     int | None, typer.Option("--vocab", help="Vocabulary size (default 512).", rich_help_panel=MODEL)
@@ -73,7 +73,7 @@ Format = Annotated[
         "--format",
         help="Checkpoint format of --weights; auto tells it from the content: a Hugging Face GPT-2 "
         "directory or state dict, a nanoGPT ckpt.pt, the supplied format, or a toolkit export.",
-        rich_help_panel=CHECKPOINT_PANEL,
+        rich_help_panel=CHECKPOINT,
     ),
 ]
 NoPlot = Annotated[bool, typer.Option("--no-plot", help="Do not write plots.")]
@@ -92,7 +92,6 @@ Budget = Annotated[
 ]
 
 # Reading checkpoints (load-weights, ablate)
-CHECKPOINT = CHECKPOINT_PANEL
 Weights = Annotated[
     Path | None,
     typer.Option(

@@ -82,8 +82,6 @@ def load_inputs(path_a: Path, path_b: Path, dtype: str | None = None) -> tuple[n
         check_input_file(path, f"{name} file", "pass an existing .npy file", InputError)
         try:
             array = np.load(path, mmap_mode="r", allow_pickle=False)
-        except FileNotFoundError:
-            raise InputError(f"{name} file {path} does not exist; pass an existing .npy file") from None
         except (OSError, ValueError, EOFError) as exc:
             raise InputError(
                 f"cannot read {name} from {path} as a .npy array ({exc}); save it with numpy.save"

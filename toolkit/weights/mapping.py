@@ -87,12 +87,10 @@ def read_mapping(path: str | Path | None = None) -> KeyMapping:
     """The key mapping in ``path``, or the built-in mapping of the supplied format (docs/reference.md)."""
     if path is None:
         return builtin_mapping("supplied")
-    else:
-        path = check_input_file(
-            path, "mapping file", f"pass {setting('mapping')} PATH to a JSON key mapping", WeightsError
-        )
-        text, origin = path.read_text(encoding="utf-8"), str(path)
-    return _parse_mapping(text, origin)
+    path = check_input_file(
+        path, "mapping file", f"pass {setting('mapping')} PATH to a JSON key mapping", WeightsError
+    )
+    return _parse_mapping(path.read_text(encoding="utf-8"), str(path))
 
 
 def _parse_mapping(text: str, origin: str) -> KeyMapping:

@@ -91,24 +91,17 @@ def search_heads(
     examples, where attention cannot tell heads apart), the default head count is kept if among
     them, else the smallest.
     """
-    candidates = [h for h in range(1, d_model + 1) if d_model % h == 0]
-    trials: list[HeadTrial] = []
-    results_of: dict[int, list[ExampleResult]] = {}
-    for done, heads in enumerate(candidates):
-        if progress is not None:
-            progress(done, len(candidates), f"trying n_heads={heads}")
-        results = compare_examples(build(heads), examples, atol, stop_at_failure=True)
-        passed = len(results) == len(examples) and all(r.passed for r in results)
-        trials.append(HeadTrial(heads, max_diff(results), len(results), passed))
-        results_of[heads] = results
-    if progress is not None:
-        progress(len(candidates), len(candidates), "head-count search done")
-    matching = [t.n_heads for t in trials if t.passed]
-    if matching:
-        chosen = ModelConfig.n_heads if ModelConfig.n_heads in matching else matching[0]
-        return chosen, trials, results_of[chosen]
-    closest = min(trials, key=lambda t: math.inf if math.isnan(t.max_abs_diff) else t.max_abs_diff).n_heads
-    return closest, trials, compare_examples(build(closest), examples, atol)
+    search = search_hypotheses(
+        lambda heads, _gelu, _eps: build(heads),
+        d_model,
+        examples,
+        atol,
+        progress=progress,
+        gelu_forms=(ModelConfig.gelu,),
+        eps_values=(ModelConfig.norm_eps,),
+        runner_up_reruns=0,
+    )
+    return search.chosen.n_heads, search.head_trials(), list(search.results)
 
 
 RUNNER_UP_RERUNS = 4
@@ -184,6 +177,14 @@ class SearchResult:
         }
 
 
+def _trial(
+    n_heads: int, gelu: str, eps: float, results: Sequence[ExampleResult], n_examples: int
+) -> HypothesisTrial:
+    """A hypothesis' trial; it passes when every example ran and matched."""
+    passed = len(results) == n_examples and all(r.passed for r in results)
+    return HypothesisTrial(n_heads, gelu, eps, max_diff(results), len(results), passed)
+
+
 def _rank(trial: HypothesisTrial) -> tuple[bool, float]:
     """Passing first, then the smaller max |Δ logit| (over the examples it ran)."""
     diff = math.inf if math.isnan(trial.max_abs_diff) else trial.max_abs_diff
@@ -197,13 +198,17 @@ def search_hypotheses(
     atol: float,
     heads: Sequence[int] | None = None,
     progress: ProgressCallback | None = None,
+    gelu_forms: Sequence[str] = GELU_FORMS,
+    eps_values: Sequence[float] = EPS_CANDIDATES,
+    runner_up_reruns: int = RUNNER_UP_RERUNS,
 ) -> SearchResult:
     """Try every head count (``heads``, default every divisor of d_model) × GELU form × eps against
     the examples; keep the hypothesis that reproduces them (the defaults when several do, else the
-    first in the order tried), or the closest when none does."""
+    first in the order tried), or the closest when none does. The ``runner_up_reruns`` closest
+    others are rerun on every example for the runner-up."""
     start = time.perf_counter()
     head_counts = list(heads) if heads is not None else [h for h in range(1, d_model + 1) if d_model % h == 0]
-    grid = [(h, g, e) for h in head_counts for g in GELU_FORMS for e in EPS_CANDIDATES]
+    grid = [(h, g, e) for h in head_counts for g in gelu_forms for e in eps_values]
     trials: list[HypothesisTrial] = []
     for done, (h, g, e) in enumerate(grid):
         if trials and stop_requested() is not None:  # SIGINT / SIGTERM: decide on what was tried
@@ -211,8 +216,7 @@ def search_hypotheses(
         if progress is not None:
             progress(done, len(grid), f"trying n_heads={h}, GELU {gelu_name(g)}, eps {e:g}")
         results = compare_examples(build(h, g, e), examples, atol, stop_at_failure=True)
-        passed = len(results) == len(examples) and all(r.passed for r in results)
-        trials.append(HypothesisTrial(h, g, e, max_diff(results), len(results), passed))
+        trials.append(_trial(h, g, e, results, len(examples)))
     if progress is not None:
         progress(len(grid), len(grid), "hypothesis search done")
     defaults = (ModelConfig.n_heads, ModelConfig.gelu, ModelConfig.norm_eps)
@@ -224,11 +228,9 @@ def search_hypotheses(
     runner_up = None
     # The closest few (ties are common: one token cannot tell head counts apart) rerun on every
     # example, so that the runner-up's max |Δ| compares with the chosen one's.
-    for near in sorted(others, key=_rank)[: 0 if stop_requested() is not None else RUNNER_UP_RERUNS]:
+    for near in sorted(others, key=_rank)[: 0 if stop_requested() is not None else runner_up_reruns]:
         full = compare_examples(build(near.n_heads, near.gelu, near.norm_eps), examples, atol)
-        trial = HypothesisTrial(
-            near.n_heads, near.gelu, near.norm_eps, max_diff(full), len(full), all(r.passed for r in full)
-        )
+        trial = _trial(near.n_heads, near.gelu, near.norm_eps, full, len(examples))
         if runner_up is None or _rank(trial) < _rank(runner_up):
             runner_up = trial
     return SearchResult(chosen, tuple(trials), tuple(results), time.perf_counter() - start, runner_up)

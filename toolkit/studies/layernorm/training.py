@@ -398,10 +398,8 @@ def train_norms(
             loss = trainer.step(step)
             done += 1
             progress(done, total, f"training step {step + 1}: {NORM_LABELS[trainer.norm]} loss {loss:.3f}")
-    if stop_requested() is not None:  # stopped: keep the steps done, if every run made some
-        trainers = trainers if steps_done and len(trainers) == len(settings.norms) else []
-        steps_done = steps_done if trainers else 0
-    runs = [trainer.finish(steps_done) for trainer in trainers]
+    # A signal before the first step (while the runs were being set up) leaves nothing to report.
+    runs = [trainer.finish(steps_done) for trainer in trainers] if steps_done else []
     method = (
         "torch.cuda.max_memory_allocated over one training step"
         if device.type == "cuda"
