@@ -1,4 +1,7 @@
-"""Make the shipped checkpoint and reference examples in weights/ from an independent implementation.
+"""Make a random-weight reference checkpoint and its examples from an independent implementation.
+
+The shipped checkpoint in weights/ is the trained one (scripts/train_reference.py); this one has
+random weights, for checking a loader on parameters where no mapping mistake can hide.
 
 The reference is Hugging Face ``transformers``' GPT2LMHeadModel (eager attention) with the toolkit's
 default configuration (SPEC.md: vocab 512, 1024 positions, d 256, 2 heads, 3 layers, d_mlp 1280,
@@ -12,11 +15,11 @@ weights stored for ``x @ W`` ([in, out], which is GPT-2's Conv1D layout already)
 the attention biases as [1, n] and the LM head stored beside the (equal) word embeddings.
 
 Writes (rerunning gives the same bytes):
-    weights/reference_model.safetensors     the checkpoint (float32)
-    weights/reference_examples.safetensors  input_ids_<i> (int64 [S]) and logits_<i> (float32 [S, V])
-    weights/keys_mapping.json               a copy of the built-in mapping (toolkit/data/keys_mapping.json)
+    reference_model.safetensors     the checkpoint (float32)
+    reference_examples.safetensors  input_ids_<i> (int64 [S]) and logits_<i> (float32 [S, V])
+    keys_mapping.json               a copy of the built-in mapping (toolkit/data/keys_mapping.json)
 
-    python scripts/make_reference_weights.py [--out-dir weights] [--seed 0]
+    python scripts/make_reference_weights.py [--out-dir checkpoints/random-reference] [--seed 0]
 """
 
 from __future__ import annotations
@@ -37,8 +40,8 @@ from toolkit.weights import SHIPPED_EXAMPLES, SHIPPED_WEIGHTS, Example, write_ex
 SEQ_LENS = (1, 2, 16, 128, 1024)  # 1 and max_seq_len included; 1024 x 512 float32 logits = 2 MB
 
 
-def reference_gpt2(config: ModelConfig, seed: int) -> GPT2LMHeadModel:
-    """GPT2LMHeadModel computing the default toolkit function, with seeded random parameters."""
+def gpt2_config(config: ModelConfig) -> GPT2Config:
+    """The GPT2Config of ``config``'s function: exact GELU, tied head, no dropout, eager attention."""
     hf_config = GPT2Config(
         vocab_size=config.vocab_size,
         n_positions=config.max_seq_len,
@@ -56,7 +59,12 @@ def reference_gpt2(config: ModelConfig, seed: int) -> GPT2LMHeadModel:
         eos_token_id=None,
     )
     hf_config._attn_implementation = "eager"
-    model = GPT2LMHeadModel(hf_config).eval()
+    return hf_config
+
+
+def reference_gpt2(config: ModelConfig, seed: int) -> GPT2LMHeadModel:
+    """GPT2LMHeadModel computing the default toolkit function, with seeded random parameters."""
+    model = GPT2LMHeadModel(gpt2_config(config)).eval()
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, param in sorted(model.named_parameters()):  # tied: lm_head.weight is wte.weight
@@ -117,7 +125,9 @@ def reference_examples(model: GPT2LMHeadModel, config: ModelConfig, seed: int) -
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out-dir", type=Path, default=Path("weights"), help="Where to write (weights/).")
+    parser.add_argument(
+        "--out-dir", type=Path, default=Path("checkpoints/random-reference"), help="Where to write."
+    )
     parser.add_argument("--seed", type=int, default=0, help="Seed of the parameters and the token ids.")
     args = parser.parse_args()
     config = ModelConfig()

@@ -121,3 +121,33 @@ class RunsCode:
 
     def __reduce__(self) -> tuple[Any, tuple[str, str]]:
         return (open, (str(self.marker), "w"))
+
+
+@torch.no_grad()
+def from_supplied(state: dict[str, torch.Tensor], config: ModelConfig) -> GPT2LMHeadModel:
+    """GPT-2 holding a supplied-format state dict (qkv-major), key by key from SPEC's table."""
+    hf = hf_gpt2(config)
+    gpt = hf.transformer
+    gpt.wte.weight.copy_(state["transformer.word_embeddings.weight"])
+    gpt.wpe.weight.copy_(state["transformer.positional_embeddings.weight"])
+    gpt.ln_f.weight.copy_(state["transformer.final_ln.weight"])
+    gpt.ln_f.bias.copy_(state["transformer.final_ln.bias"])
+    for i, block in enumerate(gpt.h):
+        p = f"transformer.h.{i}."
+        pairs = {
+            block.ln_1.weight: "pre_attn_ln.weight",
+            block.ln_1.bias: "pre_attn_ln.bias",
+            block.attn.c_attn.weight: "attn.qkv_proj.weight",  # Conv1D is [in, out] like x @ W
+            block.attn.c_attn.bias: "attn.qkv_proj.bias",
+            block.attn.c_proj.weight: "attn.out_proj.weight",
+            block.attn.c_proj.bias: "attn.out_proj.bias",
+            block.ln_2.weight: "pre_mlp_ln.weight",
+            block.ln_2.bias: "pre_mlp_ln.bias",
+            block.mlp.c_fc.weight: "mlp.up_proj.weight",
+            block.mlp.c_fc.bias: "mlp.up_proj.bias",
+            block.mlp.c_proj.weight: "mlp.down_proj.weight",
+            block.mlp.c_proj.bias: "mlp.down_proj.bias",
+        }
+        for param, key in pairs.items():
+            param.copy_(state[p + key].reshape(param.shape))  # biases may be stored [1, n]
+    return hf

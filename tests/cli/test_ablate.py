@@ -177,7 +177,7 @@ def test_json_holds_the_notes_too(checkpoint: list[str], tmp_path: Path) -> None
     result = _run([*checkpoint, "--json", "--no-latency"], tmp_path)
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
-    assert set(document) == {"rows", "messages", "interrupted"}
+    assert set(document) == {"rows", "text", "messages", "interrupted"}
     assert document["interrupted"] is False
     plot_notes = [m for m in document["messages"] if m["text"].startswith("plot written to")]
     assert plot_notes == [{"level": "note", "text": f"plot written to {tmp_path / 'ablation.png'}"}]

@@ -13,7 +13,7 @@ from toolkit.cli import options as opt
 from toolkit.cli.app import app
 from toolkit.cli.output import Output
 from toolkit.config import ModelConfig
-from toolkit.errors import WeightsError
+from toolkit.errors import DataError, WeightsError
 from toolkit.files import PLOT_SUFFIXES, check_output_file
 from toolkit.plots import ABLATION_PLOT
 
@@ -87,6 +87,14 @@ Latency = Annotated[
         rich_help_panel=TIMING,
     ),
 ]
+TextLoss = Annotated[
+    bool,
+    typer.Option(
+        "--text-loss/--no-text-loss",
+        help="Score each variant's next-token loss on text (--no-text-loss: skip it).",
+        rich_help_panel=opt.TEXT,
+    ),
+]
 PlotPath = Annotated[Path, typer.Option("--plot", help="Where to write the output-vs-latency plot (PNG).")]
 RANDOM_LENGTHS = (1, 64)
 ABLATION_TARGET_REL_CI = 0.01  # the variants differ by a few percent: time to ±1%
@@ -116,6 +124,11 @@ def ablate_command(
     batch: opt.Batch = 1,
     budget: opt.Budget = 60.0,
     latency: Latency = True,
+    text: opt.Text = None,
+    tokenizer: opt.Tokenizer = None,
+    text_encoding: opt.TextEncoding = "utf-8",
+    text_window: opt.TextWindow = None,
+    text_loss: TextLoss = True,
     plot: PlotPath = ABLATION_PLOT,
     no_plot: opt.NoPlot = False,
     json: opt.Json = False,
@@ -131,14 +144,17 @@ def ablate_command(
         latency_table,
         output_table,
         prediction_table,
+        text_loss_table,
         verdict_table,
         verdict_text,
     )
-    from toolkit.weights import load_checkpoint, read_examples, shipped_files
+    from toolkit.text.evaluation import prepare_text
+    from toolkit.weights import load_checkpoint, read_examples, shipped_files, shipped_folder
 
+    torch_device = resolve_device(device)
     timing = (
         ForwardTiming(
-            device=resolve_device(device),
+            device=torch_device,
             dtype=resolve_dtype(dtype),
             batch=batch,
             seq_len=seq_len,
@@ -148,6 +164,8 @@ def ablate_command(
         if latency
         else None
     )
+    if not text_loss and (text is not None or tokenizer is not None):
+        raise DataError("--text and --tokenizer choose the text --no-text-loss skips; drop one or the other")
     if not no_plot:
         check_output_file(plot, "plot", PLOT_SUFFIXES)
     if weights is None:
@@ -185,7 +203,31 @@ def ablate_command(
             inputs = _random_inputs(model.config)
             lengths = ", ".join(str(len(ids)) for ids in inputs)
             out.note(f"no --examples given: output change measured on random token ids of lengths {lengths}")
-        result = run_ablation(model, inputs, variants, timing, progress=progress)
+        eval_text, no_text = (
+            prepare_text(
+                model.config,
+                weights,
+                text,
+                tokenizer,
+                text_encoding,
+                text_window,
+                shipped_dir=shipped_folder(),
+            )
+            if text_loss
+            else (None, None)
+        )
+        if no_text is not None:
+            out.note(no_text)
+        result = run_ablation(
+            model,
+            inputs,
+            variants,
+            timing,
+            text=eval_text.windows if eval_text is not None else None,
+            text_device=torch_device,
+            text_info=eval_text.describe() if eval_text is not None else None,
+            progress=progress,
+        )
     if not no_plot:
         out.save("plot", functools.partial(save_ablation_plot, result, plot))
     if timing is not None:
@@ -196,8 +238,14 @@ def ablate_command(
         {**data, "verdict": verdict_text(row)}
         for data, row in zip(result.to_dict(), result.rows, strict=True)
     ]
-    tables = [output_table(result), prediction_table(result), latency_table(result), verdict_table(result)]
-    out.finish({"rows": rows}, *(table for table in tables if table is not None))
+    tables = [
+        output_table(result),
+        prediction_table(result),
+        text_loss_table(result),
+        latency_table(result),
+        verdict_table(result),
+    ]
+    out.finish({"rows": rows, "text": result.text}, *(table for table in tables if table is not None))
 
 
 def _random_inputs(config: ModelConfig) -> list[torch.Tensor]:

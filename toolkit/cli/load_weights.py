@@ -39,9 +39,14 @@ def load_weights_command(
     atol: opt.Atol = 1e-4,
     device: opt.Device = "auto",
     export: Export = None,
+    text: opt.Text = None,
+    tokenizer: opt.Tokenizer = None,
+    text_encoding: opt.TextEncoding = "utf-8",
+    text_window: opt.TextWindow = None,
     json: opt.Json = False,
 ) -> None:
     from toolkit.device import resolve_device
+    from toolkit.tables.text import text_loss_table
     from toolkit.tables.weights import (
         config_table,
         examples_table,
@@ -49,7 +54,14 @@ def load_weights_command(
         hypotheses_table,
         load_summary,
     )
-    from toolkit.weights import check_export_path, export_checkpoint, load_checkpoint, shipped_files
+    from toolkit.text.evaluation import prepare_text, text_loss_report
+    from toolkit.weights import (
+        check_export_path,
+        export_checkpoint,
+        load_checkpoint,
+        shipped_files,
+        shipped_folder,
+    )
 
     if export is not None:
         check_export_path(export)
@@ -69,6 +81,12 @@ def load_weights_command(
             checkpoint_format=checkpoint_format,
             progress=progress,
         )
+        eval_text, no_text = prepare_text(
+            model.config, weights, text, tokenizer, text_encoding, text_window, shipped_dir=shipped_folder()
+        )
+        text_report = text_loss_report(model, eval_text, progress=progress) if eval_text is not None else None
+    if no_text is not None:
+        out.note(no_text)
     exported = None
     if export is not None and report.passed:
         written = out.save("export", functools.partial(export_checkpoint, model, export))
@@ -84,7 +102,10 @@ def load_weights_command(
         tables.append(hypotheses_table(report))
     if report.results:
         tables.append(examples_table(report))
+    if text_report is not None:
+        tables.append(text_loss_table(text_report))
     summary = load_summary(report)
-    out.finish({**report.to_dict(), "exported_to": exported}, *tables, flagged(summary))
+    data = {**report.to_dict(), "exported_to": exported, "text": text_report}
+    out.finish(data, *tables, flagged(summary))
     if not report.passed:
         raise typer.Exit(code=1)

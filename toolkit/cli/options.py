@@ -141,6 +141,41 @@ Atol = Annotated[
     ),
 ]
 
+# Scoring real text (load-weights, ablate)
+TEXT = "Text (next-token loss)"
+Text = Annotated[
+    Path | None,
+    typer.Option(
+        "--text",
+        help="Score the model's next-token loss on this text file. Default: the shipped held-out text "
+        "(weights/heldout.txt) when the checkpoint has a known tokenizer.",
+        rich_help_panel=TEXT,
+    ),
+]
+Tokenizer = Annotated[
+    Path | None,
+    typer.Option(
+        "--tokenizer",
+        help="A tokenizer.json, or a directory holding one or GPT-2's vocab.json + merges.txt. Default: "
+        "the one in the checkpoint's directory (weights/tokenizer.json for the shipped model).",
+        rich_help_panel=TEXT,
+    ),
+]
+TextEncoding = Annotated[
+    str,
+    typer.Option("--text-encoding", help="Encoding of --text (a Python codec name).", rich_help_panel=TEXT),
+]
+TextWindow = Annotated[
+    int | None,
+    typer.Option(
+        "--text-window",
+        min=1,
+        help="Tokens per evaluation window (default 256, or max-seq-len if smaller); the text is cut "
+        "into non-overlapping windows, the unit of the bootstrap.",
+        rich_help_panel=TEXT,
+    ),
+]
+
 FLAGS = {
     "backend": "--backend",
     "budget_s": "--budget",
@@ -163,6 +198,10 @@ FLAGS = {
     "repeat": "--repeat",
     "residual": "--residual",
     "seq_len": "--seq-len",
+    "text": "--text",
+    "text_encoding": "--text-encoding",
+    "text_window": "--text-window",
+    "tokenizer": "--tokenizer",
     "threads": "--threads",
     "values": "--values",
     "vary": "--vary",

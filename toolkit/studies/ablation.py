@@ -26,6 +26,7 @@ from toolkit.model import Transformer, make_norm
 from toolkit.progress import ProgressCallback
 from toolkit.signals import stop_requested
 from toolkit.studies.settings import ForwardTiming
+from toolkit.text.loss import LossChange, loss_change, score_text
 from toolkit.timing.engine import compare
 from toolkit.timing.machine import capture_context
 from toolkit.timing.stats import Caution, Comparison
@@ -395,6 +396,7 @@ class AblationRow:
     output: OutputChange
     latency: LatencyChange | None
     noise_floor_pct: float | None = None  # the latency run's A/A noise floor
+    text_loss: LossChange | None = None  # next-token loss on real text, variant against base
 
     def to_dict(self) -> dict[str, Any]:
         output = self.output
@@ -413,6 +415,7 @@ class AblationRow:
             "n_logits": output.n_logits,
             "latency": asdict(self.latency) if self.latency is not None else None,
             "latency_noise_floor_pct": self.noise_floor_pct,
+            "text_loss": self.text_loss.to_dict() if self.text_loss is not None else None,
         }
 
 
@@ -426,6 +429,7 @@ class AblationResult:
     n_positions: int
     output_dtype: str
     latency: LatencyStudy | None
+    text: dict[str, Any] | None = None  # what was scored (EvalText.describe()), when text loss was measured
 
     def to_dict(self) -> list[dict[str, Any]]:
         """One dict per variant: the output change, the latency change and the run's noise floor."""
@@ -435,21 +439,54 @@ class AblationResult:
         return pd.json_normalize(self.to_dict(), sep="_")
 
 
+def measure_text_losses(
+    base_model: Transformer,
+    variants: Sequence[Variant],
+    windows: torch.Tensor,
+    device: torch.device,
+    progress: ProgressCallback | None = None,
+) -> list[LossChange]:
+    """Each variant's next-token loss on ``windows`` against the base's, paired by window (float32 on
+    ``device``); after a SIGINT / SIGTERM, the variants done so far."""
+    base = _copy_to(base_model, device, torch.float32)
+    base_score = score_text(base, windows, progress=progress, label="text loss: baseline")
+    changes: list[LossChange] = []
+    for variant in variants:
+        if stop_requested() is not None:
+            break
+        model = variant_model(base, variant)
+        changes.append(
+            loss_change(
+                base_score, score_text(model, windows, progress=progress, label=f"text loss: {variant.name}")
+            )
+        )
+    return changes
+
+
 def run_ablation(
     base_model: Transformer,
     inputs: Sequence[torch.Tensor],
     variants: Sequence[Variant],
     timing: ForwardTiming | None = None,
     *,
+    text: torch.Tensor | None = None,
+    text_device: torch.device | None = None,
+    text_info: dict[str, Any] | None = None,
     progress: ProgressCallback | None = None,
 ) -> AblationResult:
-    """Output change of every variant on ``inputs`` (float64, CPU); with ``timing``, its latency change."""
+    """Output change of every variant on ``inputs`` (float64, CPU); with ``text`` (token windows), its
+    next-token loss change on them; with ``timing``, its latency change."""
     if not variants:
         raise ConfigError("no variants to compare; give at least one variant flag")
     if timing is not None:
         timing.seq_len_for(base_model.config)  # refuse an impossible timing input before any work
     _, changes = measure_output_changes(base_model, inputs, variants, progress=progress)
     variants = variants[: len(changes)]  # fewer only when a signal stopped the run
+    text_losses: list[LossChange | None] = [None] * len(variants)
+    if text is not None and stop_requested() is None:
+        device = text_device if text_device is not None else torch.device("cpu")
+        measured_text = measure_text_losses(base_model, variants, text, device, progress=progress)
+        text_losses[: len(measured_text)] = measured_text
     latencies: list[LatencyChange | None] = [None] * len(variants)
     study = None
     if timing is not None and stop_requested() is None:  # after SIGINT / SIGTERM: the output part only
@@ -462,8 +499,9 @@ def run_ablation(
             output=change,
             latency=latency,
             noise_floor_pct=study.noise_floor_pct if study is not None else None,
+            text_loss=text_loss,
         )
-        for variant, change, latency in zip(variants, changes, latencies, strict=True)
+        for variant, change, latency, text_loss in zip(variants, changes, latencies, text_losses, strict=True)
     ]
     return AblationResult(
         base_config=base_model.config,
@@ -472,4 +510,5 @@ def run_ablation(
         n_positions=changes[0].n_positions,
         output_dtype=str(torch.float64).removeprefix("torch."),
         latency=study,
+        text=text_info if text is not None else None,
     )

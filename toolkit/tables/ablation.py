@@ -62,6 +62,42 @@ def prediction_table(result: AblationResult) -> Table:
     return table
 
 
+def text_loss_table(result: AblationResult) -> Table | None:
+    """Next-token loss on real text, base and variant, with the paired difference and its 95% CI."""
+    text = result.text
+    if text is None or all(row.text_loss is None for row in result.rows):
+        return None
+    table = Table(
+        title=(
+            f"Next-token loss on {text['path']}: {text['tokens']:,} tokens scored in {text['windows']:,} "
+            f"windows of {text['window']} (nats/token)"
+        ),
+        title_justify="left",
+    )
+    table.add_column("change", justify="left", style="bold", no_wrap=True)
+    for header in ("base", "variant", "Δ", "95% CI of Δ", "ppl ×", "real"):
+        table.add_column(header, justify="center" if header == "real" else "right", no_wrap=True)
+    for row in result.rows:
+        loss = row.text_loss
+        if loss is None:
+            continue
+        table.add_row(
+            row.change,
+            f"{loss.base_nats:.4f}",
+            f"{loss.variant_nats:.4f}",
+            _signed_nats(loss.delta_nats),
+            f"{_signed_nats(loss.ci_low)} .. {_signed_nats(loss.ci_high)}",
+            f"{loss.perplexity_ratio:.4f}",
+            "[bold]yes[/bold]" if loss.significant else "no",
+        )
+    table.caption = (
+        f"Tokenizer {text['tokenizer']}; unigram entropy of the text {text['unigram_nats']:.4f} nats/token. "
+        "Δ = variant − base; CI: paired bootstrap over windows (same windows for both); real: the CI "
+        "excludes 0. ppl × = perplexity ratio exp(Δ)."
+    )
+    return table
+
+
 def latency_table(result: AblationResult) -> Table | None:
     """Forward latency of each variant against the baseline (medians; paired difference with 95% CI)."""
     study = result.latency
@@ -122,6 +158,18 @@ def verdict_text(row: AblationRow) -> str:
         text += f", changes the top-1 token at {_pct(100.0 - output.top1_agreement)} of positions"
     else:
         text += ", top-1 token unchanged"
+    loss = row.text_loss
+    if loss is not None:
+        if loss.significant:
+            direction = "raises" if loss.delta_nats > 0 else "lowers"
+            text += (
+                f"; {direction} the text loss by {abs(loss.delta_nats):.3g} nats/token "
+                f"(95% CI {loss.ci_low:+.3g}..{loss.ci_high:+.3g}, perplexity ×{loss.perplexity_ratio:.3f})"
+            )
+        else:
+            text += (
+                f"; no text-loss change beyond noise (95% CI {loss.ci_low:+.2g}..{loss.ci_high:+.2g} nats)"
+            )
     if latency is None:
         return text
     if latency.significant:
@@ -134,6 +182,11 @@ def verdict_text(row: AblationRow) -> str:
         floor = f" (±{row.noise_floor_pct:.1f}%)" if row.noise_floor_pct is not None else ""
         text += f"; no latency change beyond noise{floor}"
     return text
+
+
+def _signed_nats(value: float) -> str:
+    """Four decimals, or three significant digits for differences below 0.001 nats."""
+    return f"{value:+.2e}" if 0 < abs(value) < 1e-3 else f"{value:+.4f}"
 
 
 def _pct(value: float) -> str:

@@ -29,6 +29,7 @@ from toolkit.weights.files import (
     TENSOR_SUFFIXES,
     read_tensors,
     shipped_files,
+    shipped_folder,
 )
 from toolkit.weights.formats import FORMATS, Checkpoint, open_checkpoint
 from toolkit.weights.loader import (
@@ -87,6 +88,7 @@ __all__ = [
     "read_tensors",
     "search_heads",
     "shipped_files",
+    "shipped_folder",
     "split_qkv",
     "to_toolkit_state",
     "write_examples",

@@ -120,12 +120,20 @@ def fmt_shape(dims: Sequence[int | str]) -> str:
     return "[" + ", ".join(map(str, dims)) + "]"
 
 
-def shipped_files() -> tuple[Path, Path]:
-    """The shipped checkpoint and examples: ``weights/`` in the current directory, else the
-    ``weights/`` of the source tree the package lives in (a checkout or an editable install)."""
+def shipped_folder() -> Path | None:
+    """``weights/`` in the current directory, else the ``weights/`` of the source tree the package
+    lives in (a checkout or an editable install): the first that holds the shipped checkpoint."""
     for folder in (SHIPPED_DIR, Path(__file__).resolve().parents[2] / SHIPPED_DIR):
         if (folder / SHIPPED_WEIGHTS).is_file():
-            return folder / SHIPPED_WEIGHTS, folder / SHIPPED_EXAMPLES
+            return folder
+    return None
+
+
+def shipped_files() -> tuple[Path, Path]:
+    """The shipped checkpoint and examples (in :func:`shipped_folder`)."""
+    folder = shipped_folder()
+    if folder is not None:
+        return folder / SHIPPED_WEIGHTS, folder / SHIPPED_EXAMPLES
     raise WeightsError(
         f"no {setting('weights')} given and the shipped {SHIPPED_DIR / SHIPPED_WEIGHTS} is neither in the "
         "current directory nor beside the installed package; run from the repository root or pass "

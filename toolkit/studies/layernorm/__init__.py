@@ -26,7 +26,7 @@ import torch
 
 from toolkit.progress import ProgressCallback, no_progress
 from toolkit.signals import stop_requested
-from toolkit.studies.layernorm.corpus import Corpus, stdlib_corpus, stdlib_files, text_corpus
+from toolkit.studies.layernorm.corpus import Corpus, stdlib_corpus, text_corpus
 from toolkit.studies.layernorm.implementations import (
     EPS,
     IMPLEMENTATION_LABELS,
@@ -62,6 +62,7 @@ from toolkit.studies.layernorm.training import (
     train_norms,
 )
 from toolkit.studies.settings import DEFAULT_SHAPES, TRAIN_NORMS, TrainingSettings
+from toolkit.text.corpus import stdlib_files
 
 __all__ = [
     "DEFAULT_SHAPES",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 import sysconfig
 from dataclasses import dataclass
@@ -13,6 +12,7 @@ import torch
 
 from toolkit.errors import DataError, setting
 from toolkit.files import check_input_file
+from toolkit.text.corpus import stdlib_files
 
 
 @dataclass
@@ -31,17 +31,6 @@ class Corpus:
             "train_bytes": int(self.train.numel()),
             "validation_bytes": int(self.validation.numel()),
         }
-
-
-def stdlib_files() -> list[Path]:
-    """The standard library's own ``.py`` files on this machine, sorted (no site-packages, no tests)."""
-    root = Path(sysconfig.get_paths()["stdlib"])
-    skip = {"site-packages", "dist-packages", "test", "tests", "idle_test", "__pycache__"}
-    files = []
-    for folder, subfolders, names in os.walk(root):
-        subfolders[:] = [name for name in subfolders if name not in skip]  # prune: never walk into them
-        files += [Path(folder) / name for name in names if name.endswith(".py")]
-    return sorted(files, key=lambda p: p.relative_to(root).as_posix())
 
 
 def stdlib_corpus(max_bytes: int = 4_000_000, validation_every: int = 10, seed: int = 0) -> Corpus:

@@ -1,0 +1,1 @@
+"""Tests of toolkit.text: tokenizers, real text, next-token loss."""

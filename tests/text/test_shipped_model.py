@@ -1,0 +1,65 @@
+"""The shipped trained model: its held-out loss, computed by GPT-2 holding its weights, and the bar."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from checkpoints import from_supplied
+from safetensors.torch import load_file
+from tokenizers import Tokenizer
+
+from toolkit import ModelConfig
+from toolkit.text import score_text, token_windows
+from toolkit.weights import load_checkpoint
+
+WEIGHTS = Path(__file__).resolve().parents[2] / "weights"
+WINDOW = 256
+
+
+@pytest.fixture(scope="module")
+def heldout_ids() -> np.ndarray:
+    tokenizer = Tokenizer.from_file(str(WEIGHTS / "tokenizer.json"))
+    return np.array(tokenizer.encode((WEIGHTS / "heldout.txt").read_text(encoding="utf-8")).ids)
+
+
+@pytest.mark.slow
+def test_held_out_loss_equals_gpt2s(heldout_ids: np.ndarray) -> None:
+    n = (heldout_ids.size - 1) // WINDOW
+    rows = torch.from_numpy(np.stack([heldout_ids[i * WINDOW : i * WINDOW + WINDOW + 1] for i in range(n)]))
+    hf = from_supplied(load_file(str(WEIGHTS / "reference_model.safetensors")), ModelConfig())
+    total = 0.0
+    with torch.no_grad():
+        for start in range(0, n, 32):
+            batch = rows[start : start + 32]
+            log_p = torch.log_softmax(hf(batch[:, :-1]).logits.double(), dim=-1)
+            total += float(-log_p.gather(-1, batch[:, 1:, None]).sum())
+    gpt2_nats = total / (n * WINDOW)
+
+    model, report = load_checkpoint(WEIGHTS / "reference_model.safetensors")
+    assert report.passed
+    ours = score_text(model, token_windows(torch.from_numpy(heldout_ids), WINDOW)).loss_nats
+    assert ours == pytest.approx(gpt2_nats, abs=1e-4)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 13's bar is not met yet: the shipped model's held-out loss is 0.607 x the unigram "
+    "entropy (3.203 / 5.275 nats); strict, so a retrained model that meets it turns this red",
+)
+def test_held_out_loss_is_at_most_0_6_of_the_unigram_entropy(heldout_ids: np.ndarray) -> None:
+    record = json.loads((WEIGHTS / "reference_training.json").read_text())
+    counts = np.bincount(heldout_ids)
+    p = counts[counts > 0] / heldout_ids.size
+    unigram = float(-(p * np.log(p)).sum())
+    assert record["unigram_nats"] == pytest.approx(unigram, rel=1e-9)
+    assert record["heldout_nats"] <= 0.6 * unigram, (record["heldout_nats"], unigram)
+
+
+def test_training_record_states_the_shipped_models_figures() -> None:
+    record = json.loads((WEIGHTS / "reference_training.json").read_text())
+    assert record["parameters"] == 3_156_992
+    assert record["config"] == ModelConfig().to_dict()
