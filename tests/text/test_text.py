@@ -83,7 +83,7 @@ def test_token_windows_are_non_overlapping_next_token_pairs() -> None:
         token_windows(torch.arange(3), 3)
 
 
-def test_window_losses_equal_gpt2_float64_cross_entropy() -> None:
+def test_score_text_window_losses_equal_gpt2_float64_cross_entropy() -> None:
     model, hf = matched_pair(TINY, seed=3)
     generator = torch.Generator().manual_seed(0)
     ids = torch.randint(0, TINY.vocab_size, (10 * 16 + 1,), generator=generator)
@@ -108,7 +108,7 @@ def test_unigram_entropy_equals_numpy() -> None:
 
 
 def _score(values: np.ndarray) -> TextScore:
-    return TextScore(tokens=values.size * 8, window=8, window_nats=values)
+    return TextScore(window=8, window_nats=values)
 
 
 def test_loss_change_is_paired_by_window() -> None:

@@ -149,7 +149,7 @@ def ablate_command(
         verdict_text,
     )
     from toolkit.text.evaluation import prepare_text
-    from toolkit.weights import load_checkpoint, read_examples, shipped_files, shipped_folder
+    from toolkit.weights import load_checkpoint, read_examples, shipped_files
 
     torch_device = resolve_device(device)
     timing = (
@@ -211,7 +211,6 @@ def ablate_command(
                 tokenizer,
                 text_encoding,
                 text_window,
-                shipped_dir=shipped_folder(),
             )
             if text_loss
             else (None, None)
@@ -223,9 +222,8 @@ def ablate_command(
             inputs,
             variants,
             timing,
-            text=eval_text.windows if eval_text is not None else None,
+            text=eval_text,
             text_device=torch_device,
-            text_info=eval_text.describe() if eval_text is not None else None,
             progress=progress,
         )
     if not no_plot:

@@ -60,7 +60,6 @@ def load_weights_command(
         export_checkpoint,
         load_checkpoint,
         shipped_files,
-        shipped_folder,
     )
 
     if export is not None:
@@ -81,9 +80,7 @@ def load_weights_command(
             checkpoint_format=checkpoint_format,
             progress=progress,
         )
-        eval_text, no_text = prepare_text(
-            model.config, weights, text, tokenizer, text_encoding, text_window, shipped_dir=shipped_folder()
-        )
+        eval_text, no_text = prepare_text(model.config, weights, text, tokenizer, text_encoding, text_window)
         text_report = text_loss_report(model, eval_text, progress=progress) if eval_text is not None else None
     if no_text is not None:
         out.note(no_text)

@@ -26,6 +26,7 @@ from toolkit.model import Transformer, make_norm
 from toolkit.progress import ProgressCallback
 from toolkit.signals import stop_requested
 from toolkit.studies.settings import ForwardTiming
+from toolkit.text.evaluation import EvalText
 from toolkit.text.loss import LossChange, loss_change, score_text
 from toolkit.timing.engine import compare
 from toolkit.timing.machine import capture_context
@@ -469,12 +470,11 @@ def run_ablation(
     variants: Sequence[Variant],
     timing: ForwardTiming | None = None,
     *,
-    text: torch.Tensor | None = None,
+    text: EvalText | None = None,
     text_device: torch.device | None = None,
-    text_info: dict[str, Any] | None = None,
     progress: ProgressCallback | None = None,
 ) -> AblationResult:
-    """Output change of every variant on ``inputs`` (float64, CPU); with ``text`` (token windows), its
+    """Output change of every variant on ``inputs`` (float64, CPU); with ``text``, its
     next-token loss change on them; with ``timing``, its latency change."""
     if not variants:
         raise ConfigError("no variants to compare; give at least one variant flag")
@@ -485,7 +485,7 @@ def run_ablation(
     text_losses: list[LossChange | None] = [None] * len(variants)
     if text is not None and stop_requested() is None:
         device = text_device if text_device is not None else torch.device("cpu")
-        measured_text = measure_text_losses(base_model, variants, text, device, progress=progress)
+        measured_text = measure_text_losses(base_model, variants, text.windows, device, progress=progress)
         text_losses[: len(measured_text)] = measured_text
     latencies: list[LatencyChange | None] = [None] * len(variants)
     study = None
@@ -510,5 +510,5 @@ def run_ablation(
         n_positions=changes[0].n_positions,
         output_dtype=str(torch.float64).removeprefix("torch."),
         latency=study,
-        text=text_info if text is not None else None,
+        text=text.describe() if text is not None else None,
     )

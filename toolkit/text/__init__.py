@@ -18,7 +18,6 @@ from toolkit.text.loss import (
     score_text,
     token_windows,
     unigram_entropy,
-    window_losses,
 )
 from toolkit.text.tokenizer import (
     TOKENIZER_FILE,
@@ -52,5 +51,4 @@ __all__ = [
     "tokenizer_in",
     "train_bpe",
     "unigram_entropy",
-    "window_losses",
 ]

@@ -20,6 +20,7 @@ from toolkit.progress import ProgressCallback
 from toolkit.text.corpus import HELDOUT_FILE, read_text
 from toolkit.text.loss import DEFAULT_WINDOW, score_text, token_windows, unigram_entropy
 from toolkit.text.tokenizer import checkpoint_tokenizer, read_tokenizer
+from toolkit.weights.files import shipped_folder
 
 NO_TOKENIZER = (
     f"pass {setting('tokenizer')} with a tokenizer.json (or a directory holding one, or GPT-2's vocab.json "
@@ -58,9 +59,9 @@ class EvalText:
         }
 
 
-def default_text(checkpoint: Path, shipped_dir: Path | None) -> Path | None:
+def default_text(checkpoint: Path) -> Path | None:
     """The held-out text beside the checkpoint, else the shipped one."""
-    for folder in (checkpoint if checkpoint.is_dir() else checkpoint.parent, shipped_dir):
+    for folder in (checkpoint if checkpoint.is_dir() else checkpoint.parent, shipped_folder()):
         if folder is not None and (folder / HELDOUT_FILE).is_file():
             return folder / HELDOUT_FILE
     return None
@@ -73,7 +74,6 @@ def prepare_text(
     tokenizer: Path | None = None,
     encoding: str = "utf-8",
     window: int | None = None,
-    shipped_dir: Path | None = None,
 ) -> tuple[EvalText | None, str | None]:
     """The text to score and why there is none (a note), or an error for a request that cannot be met."""
     tokenizer_path = tokenizer if tokenizer is not None else checkpoint_tokenizer(checkpoint)
@@ -88,7 +88,7 @@ def prepare_text(
             f"{setting('text_window')} {window} exceeds the model's max_seq_len={config.max_seq_len}; "
             f"pass at most {config.max_seq_len}"
         )
-    text_path = text if text is not None else default_text(checkpoint, shipped_dir)
+    text_path = text if text is not None else default_text(checkpoint)
     if text_path is None:
         return (
             None,

@@ -38,30 +38,6 @@ def token_windows(ids: torch.Tensor, window: int) -> torch.Tensor:
     return ids[: count * window + 1].unfold(0, window + 1, window)  # (n, window + 1), a view
 
 
-@torch.inference_mode()
-def window_losses(
-    model: Transformer,
-    windows: torch.Tensor,
-    batch_size: int = EVAL_BATCH,
-    progress: ProgressCallback | None = None,
-    label: str = "text loss",
-) -> np.ndarray:
-    """Mean next-token loss (nats) of each window, ``[n]`` float64, ``batch_size`` windows per forward."""
-    parameter = next(model.parameters())
-    count = windows.shape[0]
-    losses = np.empty(count, dtype=np.float64)
-    for start in range(0, count, batch_size):
-        if progress is not None:
-            progress(start, count, label)
-        rows = windows[start : start + batch_size].to(parameter.device)  # (b, w + 1)
-        logits = model(rows[:, :-1])  # (b, w, V)
-        nats = F.cross_entropy(logits.transpose(1, 2).float(), rows[:, 1:], reduction="none")  # (b, w)
-        losses[start : start + rows.shape[0]] = nats.double().mean(dim=1).cpu().numpy()
-    if progress is not None:
-        progress(count, count, label)
-    return losses
-
-
 def unigram_entropy(ids: torch.Tensor) -> float:
     """Entropy (nats/token) of the text's own token frequencies: the loss of the best context-free guess."""
     counts = torch.bincount(ids.reshape(-1)).double()
@@ -73,9 +49,13 @@ def unigram_entropy(ids: torch.Tensor) -> float:
 class TextScore:
     """One model's loss on one text: the per-window losses and what they add up to."""
 
-    tokens: int  # next-token predictions scored
     window: int
-    window_nats: np.ndarray
+    window_nats: np.ndarray  # [n windows] float64
+
+    @property
+    def tokens(self) -> int:
+        """Next-token predictions scored: windows × window."""
+        return int(self.window_nats.size) * self.window
 
     @property
     def loss_nats(self) -> float:
@@ -90,6 +70,7 @@ class TextScore:
         return bootstrap_ci(self.window_nats, statistic=_mean)
 
 
+@torch.inference_mode()
 def score_text(
     model: Transformer,
     windows: torch.Tensor,
@@ -97,9 +78,20 @@ def score_text(
     progress: ProgressCallback | None = None,
     label: str = "text loss",
 ) -> TextScore:
-    losses = window_losses(model, windows, batch_size, progress, label)
-    window = int(windows.shape[1]) - 1
-    return TextScore(tokens=int(windows.shape[0]) * window, window=window, window_nats=losses)
+    """Mean next-token loss (nats) of each window, ``batch_size`` windows per forward pass."""
+    parameter = next(model.parameters())
+    count = windows.shape[0]
+    losses = np.empty(count, dtype=np.float64)
+    for start in range(0, count, batch_size):
+        if progress is not None:
+            progress(start, count, label)
+        rows = windows[start : start + batch_size].to(parameter.device)  # (b, w + 1)
+        logits = model(rows[:, :-1])  # (b, w, V)
+        nats = F.cross_entropy(logits.transpose(1, 2).float(), rows[:, 1:], reduction="none")  # (b, w)
+        losses[start : start + rows.shape[0]] = nats.double().mean(dim=1).cpu().numpy()
+    if progress is not None:
+        progress(count, count, label)
+    return TextScore(window=int(windows.shape[1]) - 1, window_nats=losses)
 
 
 @dataclass(frozen=True)
