@@ -85,6 +85,7 @@ def test_latency_all_sigterm_json_is_marked_interrupted(tmp_path: Path) -> None:
     args = ["latency", *TINY_FLAGS, *LONG, "--vary", "all", "--json", "--plot", str(plots)]
     code, out, err = interrupt(args, signal.SIGTERM, tmp_path)
     assert code == 143, err
+    assert out, err  # an empty stdout: the watchdog ended it before the results (its line is in err)
     data = json.loads(out)
     assert data["interrupted"] is True
     assert [s["vary"] for s in data["sweeps"]] == ["seq-len"]  # the first sweep, stopped early
