@@ -32,6 +32,7 @@ ROW_KEYS = {
     "latency",
 }
 LATENCY_KEYS = {"base_ms", "variant_ms", "diff_ms", "diff_pct", "ci_low_pct", "ci_high_pct", "significant"}
+LATENCY_KEYS |= {"significant_raw", "p_value", "p_adjusted", "detectable_pct", "family_size"}  # Holm, the MDE
 CLASSIC = [
     "eps 1e-4",
     "no-scale",

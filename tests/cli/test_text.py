@@ -119,7 +119,7 @@ def test_shipped_model_load_weights_reports_held_out_loss() -> None:
     text = json.loads(result.stdout)["text"]
     assert Path(text["path"]).name == "heldout.txt"
     assert Path(text["tokenizer"]).name == "tokenizer.json"
-    assert text["loss_nats"] < 0.65 * text["unigram_nats"]  # a trained model (issue 13's bar is 0.6)
+    assert text["loss_nats"] <= 0.6 * text["unigram_nats"]  # a trained model: issue 13's bar
 
 
 @pytest.mark.slow

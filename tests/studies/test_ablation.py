@@ -12,7 +12,9 @@ from reference import copy_hf_into_toolkit, hf_gpt2, randomize_
 from toolkit import ModelConfig, Transformer
 from toolkit.errors import ConfigError, InputError
 from toolkit.studies.ablation import (
+    AblationRow,
     LatencyChange,
+    OutputChange,
     classic_variants,
     eps_variant,
     gelu_variant,
@@ -22,11 +24,13 @@ from toolkit.studies.ablation import (
     residual_variant,
     run_ablation,
     select_variants,
+    sharing_forwards,
     variant_model,
 )
 from toolkit.tables.ablation import verdict_text
 from toolkit.tables.weights import load_summary
 from toolkit.timing import Comparison
+from toolkit.timing.decision import holm
 from toolkit.weights import load_checkpoint, read_examples, shipped_files
 
 TINY = ModelConfig(vocab_size=64, max_seq_len=24, d_model=32, n_heads=4, n_layers=2, d_mlp=80)
@@ -164,6 +168,29 @@ def test_variant_model_holds_base_weights() -> None:
             ablated.state_dict().items(), base.state_dict().items(), strict=True
         ):
             assert torch.equal(ours, theirs), (variant.name, name)
+
+
+def test_timed_arms_share_one_copy_of_the_weights_and_compute_each_variant() -> None:
+    """Every timed arm reads the same fresh copy of the weights (not the base model's own tensors)
+    and computes what variant_model's copy of that variant computes."""
+    torch.manual_seed(0)
+    base = Transformer(TINY).eval()
+    variants = classic_variants()
+    configs = {"baseline": TINY, "baseline (A/A)": TINY} | {v.name: v.config(TINY) for v in variants}
+    ids = _ids(TINY, 12)[0].reshape(1, -1)
+    arms = sharing_forwards(base, configs, ids)
+    assert list(arms) == list(configs)
+    models = [arm.func for arm in arms.values()]  # type: ignore[attr-defined]
+    for key, tensor in base.state_dict().items():
+        pointers = {model.state_dict()[key].data_ptr() for model in models}
+        assert len(pointers) == 1, key
+        assert tensor.data_ptr() not in pointers, key
+    with torch.no_grad():
+        assert torch.equal(arms["baseline (A/A)"](), base(ids))
+        for variant in variants:
+            torch.testing.assert_close(
+                arms[variant.name](), variant_model(base, variant)(ids), rtol=0, atol=0
+            )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -354,3 +381,50 @@ def test_run_ablation_without_latency_rows_and_frame() -> None:
     frame = result.to_frame()
     assert list(frame["change"]) == ["no-scale", "residual parallel"]
     assert frame["rmse"].tolist() == [row["rmse"] for row in rows]
+
+
+def test_an_output_change_below_float32_noise_is_flagged() -> None:
+    """eps 1e-5 -> 1.000001e-5 moves the float64 logits less than float32 rounding of the base does
+    (measured here: the base in float32 against float64); no-mlp-skip moves them far more."""
+    torch.manual_seed(0)
+    model = Transformer(TINY).eval()
+    inputs = list(_ids(TINY, 16))
+    _, (tiny, large) = measure_output_changes(
+        model, inputs, [eps_variant(1.000001e-5), residual_variant("no-mlp-skip")]
+    )
+    with torch.no_grad():
+        logits = [model.double()(ids.reshape(1, -1))[0] for ids in inputs]
+        rounded = [model.float()(ids.reshape(1, -1))[0].double() for ids in inputs]
+    expected = float(torch.cat([a - b for a, b in zip(logits, rounded, strict=True)]).square().mean().sqrt())
+    assert tiny.float32_noise_rmse == pytest.approx(expected, rel=1e-6)
+    assert tiny.below_float32_noise
+    assert not large.below_float32_noise
+    assert "below float32 noise" in verdict_text(_row(tiny))
+    assert "below float32 noise" not in verdict_text(_row(large))
+
+
+def _row(change: OutputChange) -> AblationRow:
+    return AblationRow(change="v", config_changes={}, output=change, latency=None)
+
+
+def test_latency_verdicts_are_holm_adjusted_over_the_variants_with_a_detectable_effect() -> None:
+    rng = np.random.default_rng(2)
+    base = 10.0 * (1 + 0.01 * rng.standard_normal(300))
+    samples = {"baseline": list(base), "baseline (A/A)": list(base * (1 + 0.01 * rng.standard_normal(300)))}
+    samples |= {f"v{i}": list(base * (1 + 0.01 * rng.standard_normal(300))) for i in range(5)}
+    samples["slow"] = list(base * 1.02 * (1 + 0.01 * rng.standard_normal(300)))
+    comparison = Comparison.from_samples(samples, "baseline")
+    changes = {name: LatencyChange.from_comparison(comparison, name) for name in samples if name[0] in "vs"}
+    assert changes["slow"].significant
+    assert all(change.family_size == 6 for change in changes.values())
+    assert holm([c.p_value for c in changes.values()]) == pytest.approx(
+        [c.p_adjusted for c in changes.values()]
+    )
+    assert 0.1 < changes["slow"].detectable_pct < 1.0  # 300 rounds of ~1.4% paired noise
+    quiet = next(change for change in changes.values() if not change.significant)
+    assert f"below ±{quiet.detectable_pct:.1f}%" in verdict_text(_latency_row(quiet))
+
+
+def _latency_row(latency: LatencyChange) -> AblationRow:
+    output = output_change(torch.zeros(2, 3), torch.zeros(2, 3))
+    return AblationRow(change="v", config_changes={}, output=output, latency=latency)

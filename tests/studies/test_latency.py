@@ -17,6 +17,7 @@ from toolkit.flops import forward_flops
 from toolkit.studies.latency import (
     VARY_CHOICES,
     LatencyResult,
+    against_default,
     default_values,
     fit_trend,
     influence,
@@ -157,3 +158,37 @@ def test_compile_time_is_reported_apart(tiny_sweep: LatencyResult) -> None:
     )
     assert "torch.compile" not in context_text(tiny_sweep)
     assert [row["compile_s"] for row in compiled.rows()] == [1.5, 2.5, 3.5]
+
+
+def test_sweep_points_are_compared_with_the_fixed_configs_value(tiny_sweep: LatencyResult) -> None:
+    """Each other value is paired round by round with the default's samples, Holm over the values."""
+    default = next(p for p in tiny_sweep.points if p.value == tiny_sweep.default_value)
+    others = [p for p in tiny_sweep.points if p is not default]
+    assert default.vs_default is None
+    base = np.asarray(default.measurement.samples_ms)
+    for point, row in zip(tiny_sweep.points, tiny_sweep.rows(), strict=True):
+        if point is default:
+            assert row["vs_default_diff_pct"] is None
+            continue
+        ratios = np.asarray(point.measurement.samples_ms) / base
+        expected = 100 * math.expm1(float(np.median(np.log(ratios))))  # the median of log ratios
+        assert row["vs_default_diff_pct"] == pytest.approx(expected, rel=1e-9)
+        assert row["vs_default_significant"] in (True, False)
+        assert row["vs_default_p_adjusted"] >= row["vs_default_p_value"]
+        assert point.vs_default is not None
+        assert point.vs_default.family_size == len(others)
+
+
+def test_against_default_finds_a_planted_shift_and_needs_the_default() -> None:
+    rng = np.random.default_rng(0)
+    base = 5.0 * (1 + 0.02 * rng.standard_normal(100))
+    samples = {
+        "x=1": list(base),
+        "x=2": list(base * 1.3),
+        "x=3": list(base * (1 + 0.02 * rng.standard_normal(100))),
+    }
+    differences = against_default(samples, "x=1")
+    assert set(differences) == {"x=2", "x=3"}
+    assert differences["x=2"].significant
+    assert differences["x=2"].diff_pct == pytest.approx(30.0)
+    assert against_default(samples, None) == {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 from reference import matched_pair
 from tiny import TINY
 
-from toolkit import ModelConfig
+from toolkit import ModelConfig, Transformer
 from toolkit.errors import DataError
 from toolkit.text import (
     TextScore,
@@ -25,6 +26,8 @@ from toolkit.text import (
     train_bpe,
     unigram_entropy,
 )
+from toolkit.text.loss import NOISE_WINDOWS, float32_loss_noise, judge_loss_changes
+from toolkit.timing.decision import holm
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED_TOKENIZER = ROOT / "weights" / "tokenizer.json"
@@ -144,3 +147,49 @@ def test_stdlib_split_holds_out_whole_modules_not_in_training() -> None:
     size = sum(len(doc.text.encode()) for doc in split.heldout)
     assert 29_000 < size <= 30_000
     assert split_stdlib(seed=0, heldout_bytes=30_000) == split  # seeded: the same split again
+
+
+def test_loss_changes_judged_together_use_holm_and_the_float32_noise() -> None:
+    """Six variants: a clear one stays real; a borderline one is real alone but not after Holm; a
+    consistent change below the float32 noise is flagged, not called real."""
+    rng = np.random.default_rng(4)
+    base = rng.normal(3.0, 0.5, 400)
+    clear = loss_change(_score(base), _score(base + 0.05 + rng.normal(0.0, 0.01, 400)))
+    borderline = next(
+        change
+        for seed in range(200)
+        if 0.01 < (change := loss_change(_score(base), _score(base + _noise(seed, 0.001)))).p_value < 0.04
+    )
+    tiny = loss_change(_score(base), _score(base + 1e-7 + rng.normal(0.0, 1e-9, 400)))
+    nulls = [loss_change(_score(base), _score(base + _noise(1000 + i, 0.01, centred=True))) for i in range(3)]
+    assert borderline.significant_raw
+    assert tiny.significant_raw
+    judged = judge_loss_changes([clear, borderline, tiny, *nulls], float32_noise_nats=1e-6)
+    manual = holm([c.p_value for c in (clear, borderline, tiny, *nulls)])
+    assert [j.p_adjusted for j in judged] == pytest.approx(manual)
+    assert all(j.family_size == 6 for j in judged)
+    clear_j, borderline_j, tiny_j = judged[:3]
+    assert clear_j.significant
+    assert borderline_j.significant_raw
+    assert not borderline_j.significant  # p < 0.04 alone, but Holm multiplies it by up to 6
+    assert tiny_j.below_float32_noise
+    assert not tiny_j.significant
+    assert tiny_j.to_dict()["below_float32_noise"] is True
+    assert 0 < clear_j.detectable_nats < 0.01
+
+
+def _noise(seed: int, scale: float, centred: bool = False) -> np.ndarray:
+    values = np.random.default_rng(seed).normal(0.0, scale, 400)
+    return values - values.mean() if centred else values
+
+
+def test_float32_loss_noise_is_the_float32_vs_float64_window_loss_gap() -> None:
+    """Measured against the model scored in float64 by the test (a copy cast to float64)."""
+    torch.manual_seed(0)
+    model = Transformer(TINY).eval()
+    windows = token_windows(torch.randint(0, TINY.vocab_size, (600,)), 16)
+    base = score_text(model, windows)
+    exact = score_text(copy.deepcopy(model).double(), windows[:NOISE_WINDOWS]).window_nats
+    noise = float32_loss_noise(model, windows, base)
+    assert noise == pytest.approx(float(np.abs(base.window_nats[:NOISE_WINDOWS] - exact).max()))
+    assert 0 < noise < 1e-4  # float32 rounding, not an effect

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -88,6 +89,31 @@ def test_compare_interleaves_with_rotating_order() -> None:
     assert set(result.differences) == {"b", aa_name("a")}
     assert math.isfinite(result.noise_floor_pct)
     json.dumps(result.to_dict())
+
+
+def test_compare_times_a_given_a_a_control_as_its_own_arm() -> None:
+    """aa_control may be a callable: that arm is the control; the baseline runs once a round."""
+    calls: list[str] = []
+
+    def arm(name: str) -> Callable[[], None]:
+        def fn() -> None:
+            calls.append(name)
+            time.sleep(0.0003)  # one call per sample
+
+        return fn
+
+    result = compare(
+        {"a": arm("a"), "b": arm("b")},
+        baseline="a",
+        device=CPU,
+        aa_control=arm("a2"),
+        warmup=1,
+        min_rounds=4,
+        budget_s=0,
+    )
+    assert set(result.measurements) == {"a", "b", aa_name("a")}
+    assert result.aa_control is not None
+    assert calls.count("a") == calls.count("a2") == calls.count("b") == 1 + result.rounds
 
 
 def test_compare_reports_progress() -> None:

@@ -6,14 +6,15 @@ base weights. Output change is measured on the same input ids, base minus varian
 of all examples concatenated, in float64: the forward passes run in float64 (so the numbers measure
 the architecture change, not float32 rounding) and so do the metrics. Latency is measured by the
 timing engine (``toolkit.timing.compare``): the baseline and every variant interleaved in one run,
-with an A/A control giving the run's noise floor.
+with an A/A control showing the run's noise floor; the variants' verdicts (latency, text loss) are
+Holm-adjusted as one family each, and each states the smallest change it could have detected.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -27,10 +28,11 @@ from toolkit.progress import ProgressCallback
 from toolkit.signals import stop_requested
 from toolkit.studies.settings import ForwardTiming
 from toolkit.text.evaluation import EvalText
-from toolkit.text.loss import LossChange, loss_change, score_text
+from toolkit.text.loss import LossChange, float32_loss_noise, judge_loss_changes, loss_change, score_text
 from toolkit.timing.engine import compare
 from toolkit.timing.machine import capture_context
-from toolkit.timing.stats import Caution, Comparison
+from toolkit.timing.stats import Caution, Comparison, aa_name
+from toolkit.weights.loader import build_model
 
 CLASSIC_EPS = 1e-4
 """The eps of the classic study (docs/reference.md: LayerNorm eps 1e-5 -> 1e-4)."""
@@ -183,6 +185,12 @@ class OutputChange:
     base_std: float
     n_positions: int
     n_logits: int
+    float32_noise_rmse: float = float("nan")  # RMSE of the base model's own float32 vs float64 logits
+
+    @property
+    def below_float32_noise(self) -> bool:
+        """The change moves the logits less than running the base model in float32 does."""
+        return self.rmse < self.float32_noise_rmse
 
     @property
     def rmse_over_base_std(self) -> float:
@@ -237,7 +245,9 @@ def measure_output_changes(
     progress: ProgressCallback | None = None,
 ) -> tuple[torch.Tensor, list[OutputChange]]:
     """Base logits and each variant's :class:`OutputChange`, with forward passes in ``dtype`` on CPU
-    (after a SIGINT / SIGTERM under :func:`toolkit.signals.graceful`: the variants done so far)."""
+    (after a SIGINT / SIGTERM under :func:`toolkit.signals.graceful`: the variants done so far).
+    Each change carries the float32 noise: the RMSE between the base model's float32 and ``dtype``
+    logits on the same inputs."""
     if not inputs:
         raise InputError("no input sequences to run; give examples with at least one sequence")
     base = _copy_to(base_model, torch.device("cpu"), dtype)
@@ -245,13 +255,15 @@ def measure_output_changes(
     if progress is not None:
         progress(0, total, "outputs: baseline")
     base_logits = logits_of(base, inputs)
+    noise = output_change(base_logits, logits_of(_copy_to(base, torch.device("cpu"), torch.float32), inputs))
     changes: list[OutputChange] = []
     for done, variant in enumerate(variants, start=1):
         if changes and stop_requested() is not None:  # SIGINT / SIGTERM: the variants done so far
             break
         if progress is not None:
             progress(done, total, f"outputs: {variant.name}")
-        changes.append(output_change(base_logits, logits_of(variant_model(base, variant), inputs)))
+        change = output_change(base_logits, logits_of(variant_model(base, variant), inputs))
+        changes.append(replace(change, float32_noise_rmse=noise.rmse))
     if progress is not None:
         progress(total, total, "outputs: done")
     return base_logits, changes
@@ -279,7 +291,9 @@ class LatencyChange:
 
     ``base_ms`` and ``variant_ms`` are medians; ``diff_pct`` is the median of the per-round paired
     ratios minus one, with its 95% bootstrap CI, and ``diff_ms = base_ms * diff_pct / 100`` (so the
-    two agree). ``significant``: the CI excludes zero and the difference exceeds the A/A noise floor.
+    two agree). ``significant_raw``: the sign test rejects "no change" at 5% (the CI excludes
+    zero); ``significant``: still so after Holm's adjustment over the variants timed together
+    (``p_adjusted``). ``detectable_pct``: the smallest change this run would find 80% of the time.
     """
 
     base_ms: float
@@ -289,6 +303,11 @@ class LatencyChange:
     ci_low_pct: float
     ci_high_pct: float
     significant: bool
+    significant_raw: bool = False
+    p_value: float = float("nan")
+    p_adjusted: float = float("nan")
+    detectable_pct: float = float("nan")
+    family_size: int = 1
 
     @classmethod
     def from_comparison(cls, comparison: Comparison, name: str) -> LatencyChange:
@@ -302,6 +321,11 @@ class LatencyChange:
             ci_low_pct=difference.ci_low_pct,
             ci_high_pct=difference.ci_high_pct,
             significant=difference.significant,
+            significant_raw=difference.significant_raw,
+            p_value=difference.p_value,
+            p_adjusted=difference.p_adjusted,
+            detectable_pct=difference.detectable_pct,
+            family_size=difference.family_size,
         )
 
 
@@ -331,6 +355,26 @@ class LatencyStudy:
         return {**data, "warnings": [c.to_dict() for c in self.cautions]}
 
 
+def sharing_forwards(
+    base_model: Transformer, configs: Mapping[str, ModelConfig], ids: torch.Tensor
+) -> dict[str, Callable[[], object]]:
+    """A forward pass on ``ids`` for each named architecture, every one holding the very tensors of
+    one fresh copy of ``base_model``'s weights.
+
+    Timed arms must be exchangeable when they do the same work, and two copies of the same weights
+    are not: where a copy lies in memory moved a forward pass by up to 1% for as long as it lived,
+    and a model that shared its weights with another arm (a baseline timed again as its own A/A
+    control) ran 5% faster than a copy, from the caches both read. Arms that read the same memory
+    differ only in their architecture, which is what an ablation asks about.
+    """
+    parameter = next(base_model.parameters())
+    weights = {key: tensor.clone() for key, tensor in base_model.state_dict().items()}
+    return {
+        name: functools.partial(build_model(config, weights, parameter.device), ids)
+        for name, config in configs.items()
+    }
+
+
 def measure_latency_changes(
     base_model: Transformer,
     variants: Sequence[Variant],
@@ -338,7 +382,9 @@ def measure_latency_changes(
     *,
     progress: ProgressCallback | None = None,
 ) -> tuple[list[LatencyChange], LatencyStudy]:
-    """Time the baseline and every variant interleaved in one run, with an A/A control.
+    """Time the baseline and every variant interleaved in one run, with an A/A control (the
+    baseline's architecture as an arm of its own), every arm holding the same weights
+    (:func:`sharing_forwards`).
 
     The input is ``timing.batch`` random id sequences of ``timing.seq_len`` tokens (default:
     max_seq_len); ``timing.budget_s`` is the whole run's budget.
@@ -349,19 +395,18 @@ def measure_latency_changes(
     target_rel_ci = timing.target_rel_ci
     if any(variant.name == BASELINE for variant in variants):
         raise ConfigError(f"a variant cannot be named {BASELINE!r}")
-    base = _copy_to(base_model, device, dtype)
-    models = {BASELINE: base, **{variant.name: variant_model(base, variant) for variant in variants}}
     generator = torch.Generator().manual_seed(0)
     ids = torch.randint(0, config.vocab_size, (batch, seq_len), generator=generator).to(device)  # (B, S)
-    fns: dict[str, Callable[[], object]] = {
-        name: functools.partial(model, ids) for name, model in models.items()
-    }
+    configs = {BASELINE: config, aa_name(BASELINE): config}
+    configs |= {variant.name: variant.config(config) for variant in variants}
+    fns = sharing_forwards(_copy_to(base_model, device, dtype), configs, ids)
+    control = fns.pop(aa_name(BASELINE))
     context = capture_context(device, dtype, batch=batch, seq_len=seq_len, workload="forward pass")
     comparison = compare(
         fns,
         baseline=BASELINE,
         device=device,
-        aa_control=True,
+        aa_control=control,
         target_rel_ci=target_rel_ci,
         budget_s=budget_s,
         context=context,
@@ -414,6 +459,8 @@ class AblationRow:
             "top1_agreement": output.top1_agreement,
             "base_logits_std": output.base_std,
             "n_logits": output.n_logits,
+            "float32_noise_rmse": output.float32_noise_rmse,
+            "below_float32_noise": output.below_float32_noise,
             "latency": asdict(self.latency) if self.latency is not None else None,
             "latency_noise_floor_pct": self.noise_floor_pct,
             "text_loss": self.text_loss.to_dict() if self.text_loss is not None else None,
@@ -448,7 +495,8 @@ def measure_text_losses(
     progress: ProgressCallback | None = None,
 ) -> list[LossChange]:
     """Each variant's next-token loss on ``windows`` against the base's, paired by window (float32 on
-    ``device``); after a SIGINT / SIGTERM, the variants done so far."""
+    ``device``), judged together (Holm; the base's float32 noise); after a SIGINT / SIGTERM, the
+    variants done so far."""
     base = _copy_to(base_model, device, torch.float32)
     base_score = score_text(base, windows, progress=progress, label="text loss: baseline")
     changes: list[LossChange] = []
@@ -461,7 +509,7 @@ def measure_text_losses(
                 base_score, score_text(model, windows, progress=progress, label=f"text loss: {variant.name}")
             )
         )
-    return changes
+    return judge_loss_changes(changes, float32_loss_noise(base, windows, base_score))
 
 
 def run_ablation(

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +31,15 @@ from toolkit.studies.settings import VARY_CHOICES, ForwardTiming, default_values
 from toolkit.studies.trends import Influence, Trend, fit_trend, influence_of
 from toolkit.timing.engine import compare
 from toolkit.timing.machine import capture_context
-from toolkit.timing.stats import Caution, Measurement, TimingContext, busy_cautions
+from toolkit.timing.stats import (
+    Caution,
+    Difference,
+    Measurement,
+    TimingContext,
+    busy_cautions,
+    holm_adjusted,
+    paired_difference,
+)
 
 UNITS: dict[str, str] = {
     "seq-len": "tokens",
@@ -64,6 +72,7 @@ class LatencyPoint:
     flops: int
     matmul_gflops: float  # the machine's matmul rate, timed interleaved with this point
     compile_s: float | None = None
+    vs_default: Difference | None = None  # paired against the fixed config's value (None: that value)
 
     @property
     def median_ms(self) -> float:
@@ -96,9 +105,32 @@ class LatencyPoint:
             "matmul_gflops": self.matmul_gflops,
             "pct_of_matmul": 100.0 * self.gflops / self.matmul_gflops,
             "compile_s": self.compile_s,
+            **_vs_default_columns(self.vs_default),
             "others_cpu_share": m.others_cpu_share,
             "warnings": [c.to_dict() for c in m.cautions(subject=f"value={self.value}")],
         }
+
+
+def _vs_default_columns(difference: Difference | None) -> dict[str, Any]:
+    keys = ("diff_pct", "ci_low_pct", "ci_high_pct", "p_value", "p_adjusted", "detectable_pct")
+    if difference is None:
+        return {f"vs_default_{key}": None for key in (*keys, "significant", "significant_raw")}
+    return {
+        **{f"vs_default_{key}": getattr(difference, key) for key in keys},
+        "vs_default_significant": difference.significant,
+        "vs_default_significant_raw": difference.significant_raw,
+    }
+
+
+def against_default(samples: Mapping[str, Sequence[float]], default_arm: str | None) -> dict[str, Difference]:
+    """Each arm's paired difference to the fixed config's arm, Holm-adjusted as one family."""
+    if default_arm is None:
+        return {}
+    base = samples[default_arm]
+    differences = {
+        name: paired_difference(name, base, values) for name, values in samples.items() if name != default_arm
+    }
+    return holm_adjusted(differences)
 
 
 @dataclass
@@ -358,6 +390,12 @@ def measure_latency_sweep(
         )
     matmul = comparison.measurements[MATMUL_ARM]
     matmul_gflops = 2.0 * a.shape[0] ** 3 / (matmul.median_ms * 1e-3) / 1e9
+    base_value = default_value(vary, config, batch, S)
+    default_arm = f"{vary}={base_value}" if base_value in chosen else None
+    point_samples = {
+        f"{vary}={value}": comparison.measurements[f"{vary}={value}"].samples_ms for value in chosen
+    }
+    vs_default = against_default(point_samples, default_arm)
     points = [
         LatencyPoint(
             value,
@@ -368,12 +406,12 @@ def measure_latency_sweep(
             forward_flops(point_config, point_batch, point_seq).total,
             matmul_gflops,
             compile_s,
+            vs_default.get(f"{vary}={value}"),
         )
         for value, (point_config, point_batch, point_seq), compile_s in zip(
             chosen, points_configs, compile_times, strict=True
         )
     ]
-    base_value = default_value(vary, config, batch, S)
     trend = fit_trend(
         chosen, [p.median_ms for p in points], quadratic_at=float(base_value) if vary == "seq-len" else None
     )

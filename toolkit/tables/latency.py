@@ -10,7 +10,7 @@ from toolkit.studies.latency import LatencyReport, LatencyResult
 from toolkit.studies.trends import Trend
 from toolkit.tables import fmt_float
 from toolkit.tables.timing import busy_text, describe_stop
-from toolkit.timing.stats import WIDE_IQR, busy_cautions
+from toolkit.timing.stats import WIDE_IQR, Difference, busy_cautions
 
 
 def _config_text(result: LatencyResult) -> str:
@@ -49,6 +49,7 @@ def latency_table(result: LatencyResult) -> Table:
     table.add_column("tokens/s", justify="right")
     table.add_column("GFLOP/s", justify="right")
     table.add_column("% matmul", justify="right")
+    table.add_column("vs *", justify="right", no_wrap=True)
     for point, row in zip(result.points, result.rows(), strict=True):
         m = point.measurement
         style = "dim" if m.rel_ci > result.target_rel_ci else None
@@ -61,9 +62,32 @@ def latency_table(result: LatencyResult) -> Table:
             f"{row['tokens_per_s']:,.0f}",
             fmt_float(row["gflops"]),
             f"{row['pct_of_matmul']:.0f}%",
+            _vs_default_cell(point.vs_default),
         ]
         table.add_row(*cells, style=style)
     return table
+
+
+def _vs_default_cell(difference: Difference | None) -> str:
+    """The paired difference to the fixed config's value: '+12.3% ✓' when significant after Holm."""
+    if difference is None:
+        return "—"
+    mark = " ✓" if difference.significant else (" (raw)" if difference.significant_raw else "")
+    return f"{difference.diff_pct:+.1f}%{mark}"
+
+
+def vs_default_text(result: LatencyResult) -> str | None:
+    """How the points were compared with the fixed config's value, and what the run could detect."""
+    differences = [p.vs_default for p in result.points if p.vs_default is not None]
+    if not differences:
+        return None
+    detectable = sorted(d.detectable_pct for d in differences)[len(differences) // 2]
+    return (
+        f"vs *: median of per-round paired ratios to {result.vary}={result.default_value:,} − 1; ✓ = "
+        f"significant at 5% after Holm's adjustment over the {len(differences)} other values "
+        f"((raw): significant alone only); the smallest difference this run detects 80% of the time: "
+        f"±{detectable:.1f}% (median over the values)."
+    )
 
 
 def trend_text(result: LatencyResult) -> str:
@@ -82,6 +106,9 @@ def trend_text(result: LatencyResult) -> str:
             f"the S² term is {share:.0%} of the latency at S={result.default_value}"
         )
     lines.append("* marks the fixed config's value; dim rows missed the CI target within the budget.")
+    versus = vs_default_text(result)
+    if versus is not None:
+        lines.append(versus)
     return "\n".join(lines)
 
 

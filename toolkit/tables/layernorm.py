@@ -139,16 +139,34 @@ def speed_tables(result: SpeedResult) -> list[Table]:
                 interval,
                 f"{row.timing.page_faults_per_call:.1f}",
             )
+        detectable = _detectable_text(result, pass_name)
+        if detectable:
+            table.caption = detectable
         tables.append(table)
     if tables:
         tables[-1].caption = (
-            "GB/s = bytes moved / median time: forward 2·M·N·bytes (read x, write y), forward+backward "
+            (f"{tables[-1].caption} " if tables[-1].caption else "")
+            + "GB/s = bytes moved / median time: forward 2·M·N·bytes (read x, write y), forward+backward "
             "5·M·N·bytes (+ read x, dy, write dx). % copy: of y.copy_(x)'s GB/s, timed in the same "
-            "interleaved rounds. × torch: paired median ratio with its 95% CI; * = significant (CI "
-            f"excludes 1 and beyond the A/A noise floor). faults: page faults per call. "
+            "interleaved rounds. × torch: paired median ratio with its 95% CI; * = significant at 5% (exact "
+            "sign test, Holm over the implementations of one shape and pass); detectable: the smallest "
+            "difference from torch the run finds 80% of the time. faults: page faults per call. "
             f"Allocator: {result.allocator}. {LABEL_CAPTION}"
         )
     return tables
+
+
+def _detectable_text(result: SpeedResult, pass_name: str) -> str:
+    """The smallest detectable difference from torch per shape (the largest over its implementations)."""
+    per_shape: dict[str, float] = {}
+    for row in result.rows:
+        if row.pass_name == pass_name and math.isfinite(row.detectable_pct):
+            shape = f"{row.rows}×{row.row_size}"
+            per_shape[shape] = max(per_shape.get(shape, 0.0), row.detectable_pct)
+    if not per_shape:
+        return ""
+    shapes = ", ".join(f"±{pct:.1f}% at {shape}" for shape, pct in per_shape.items())
+    return f"Detectable ({pass_name}): {shapes}."
 
 
 def memory_table(result: MemoryResult) -> Table:

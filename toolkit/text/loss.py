@@ -8,8 +8,10 @@ per token (natural log), accumulated in float64.
 
 from __future__ import annotations
 
+import copy
 import math
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -19,7 +21,8 @@ import torch.nn.functional as F
 from toolkit.errors import DataError, setting
 from toolkit.model import Transformer
 from toolkit.progress import ProgressCallback
-from toolkit.timing.stats import CONFIDENCE, bootstrap_ci
+from toolkit.timing.decision import ALPHA, CONFIDENCE, bootstrap_p, detectable_effect, holm
+from toolkit.timing.stats import bootstrap_ci, bootstrap_statistics
 
 DEFAULT_WINDOW = 256
 EVAL_BATCH = 16
@@ -87,7 +90,8 @@ def score_text(
             progress(start, count, label)
         rows = windows[start : start + batch_size].to(parameter.device)  # (b, w + 1)
         logits = model(rows[:, :-1])  # (b, w, V)
-        nats = F.cross_entropy(logits.transpose(1, 2).float(), rows[:, 1:], reduction="none")  # (b, w)
+        exact = logits.transpose(1, 2).to(torch.promote_types(logits.dtype, torch.float32))  # (b, V, w)
+        nats = F.cross_entropy(exact, rows[:, 1:], reduction="none")  # (b, w)
         losses[start : start + rows.shape[0]] = nats.double().mean(dim=1).cpu().numpy()
     if progress is not None:
         progress(count, count, label)
@@ -98,8 +102,13 @@ def score_text(
 class LossChange:
     """A variant's loss against the base's on the same windows: the mean paired difference and its CI.
 
-    ``ci_low`` / ``ci_high``: 95% percentile bootstrap over windows of the mean of (variant - base);
-    ``significant``: the CI excludes 0. ``perplexity_ratio`` = exp(delta).
+    ``ci_low`` / ``ci_high``: 95% percentile bootstrap over windows of the mean of (variant - base),
+    ``p_value`` its dual; ``significant_raw``: the CI excludes 0. ``significant``: also after Holm's
+    adjustment over the variants compared together (``p_adjusted``) and larger than the float32
+    noise of the loss (``float32_noise_nats``: the largest |float32 - float64| window loss of the
+    base model on the first windows; a smaller change is ``below_float32_noise``, not an effect).
+    ``detectable_nats``: the smallest change this many windows would find 80% of the time.
+    ``perplexity_ratio`` = exp(delta).
     """
 
     base_nats: float
@@ -112,29 +121,75 @@ class LossChange:
     tokens: int
     windows: int
     confidence: float = CONFIDENCE
+    p_value: float = math.nan
+    p_adjusted: float = math.nan
+    significant_raw: bool = False
+    detectable_nats: float = math.nan
+    float32_noise_nats: float = math.nan
+    family_size: int = 1
+
+    @property
+    def below_float32_noise(self) -> bool:
+        return abs(self.delta_nats) < self.float32_noise_nats
+
+    def judged(self, p_adjusted: float, family_size: int, float32_noise_nats: float) -> LossChange:
+        """This change with its verdict after Holm's adjustment and the float32-noise check."""
+        judged = replace(
+            self, p_adjusted=p_adjusted, family_size=family_size, float32_noise_nats=float32_noise_nats
+        )
+        significant = self.significant_raw and p_adjusted <= ALPHA and not judged.below_float32_noise
+        return replace(judged, significant=significant)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "below_float32_noise": self.below_float32_noise}
 
 
 def loss_change(base: TextScore, variant: TextScore) -> LossChange:
-    """Paired comparison of two scores of the same windows (variant minus base)."""
+    """Paired comparison of two scores of the same windows (variant minus base), on its own."""
     if base.window_nats.shape != variant.window_nats.shape:
         raise ValueError("loss_change needs the two models scored on the same windows")
     deltas = variant.window_nats - base.window_nats
     delta = float(deltas.mean())
-    low, high = bootstrap_ci(deltas, statistic=_mean)
+    resampled = bootstrap_statistics(deltas, statistic=_mean)
+    low, high = (float(q) for q in np.quantile(resampled, [ALPHA / 2.0, 1.0 - ALPHA / 2.0]))
+    p_value = bootstrap_p(resampled)
+    significant = bool(low > 0 or high < 0)
     return LossChange(
         base_nats=base.loss_nats,
         variant_nats=variant.loss_nats,
         delta_nats=delta,
         ci_low=low,
         ci_high=high,
-        significant=bool(low > 0 or high < 0),
+        significant=significant,
         perplexity_ratio=math.exp(delta),
         tokens=base.tokens,
         windows=int(deltas.size),
+        p_value=p_value,
+        p_adjusted=p_value,
+        significant_raw=significant,
+        detectable_nats=detectable_effect(low, high),
     )
+
+
+def judge_loss_changes(changes: Sequence[LossChange], float32_noise_nats: float) -> list[LossChange]:
+    """The verdicts of changes measured together: Holm over all of them, and the float32 noise."""
+    adjusted = holm([change.p_value for change in changes])
+    return [
+        change.judged(p, len(changes), float32_noise_nats)
+        for change, p in zip(changes, adjusted, strict=True)
+    ]
+
+
+NOISE_WINDOWS = 16  # windows scored in float64 too, to measure the float32 noise of the loss
+
+
+def float32_loss_noise(model: Transformer, windows: torch.Tensor, base: TextScore) -> float:
+    """The largest |float32 - float64| window loss of ``model`` (whose float32 score is ``base``) over
+    the first NOISE_WINDOWS windows, scored again in float64 on the CPU."""
+    count = min(NOISE_WINDOWS, windows.shape[0])
+    exact = copy.deepcopy(model).to("cpu", torch.float64)
+    float64 = score_text(exact, windows[:count]).window_nats
+    return float(np.abs(base.window_nats[:count] - float64).max())
 
 
 def _mean(resamples: np.ndarray) -> np.ndarray:

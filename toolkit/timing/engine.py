@@ -3,11 +3,14 @@
 - :func:`measure`: warm-up, then repeated calls (``perf_counter`` on CPU, CUDA events after a
   synchronize on GPU) until the 95% bootstrap CI of the median is within a target (default ±2%) or
   a time budget runs out.
-- :func:`compare`: round-robin with a rotating order, so slow drift of the machine (frequency,
-  other processes, memory) hits every arm alike; each variant is a paired ratio to the baseline
-  with a bootstrap CI. An A/A control (the baseline timed again as its own arm) measures this run's
-  noise floor; a difference is significant only when its CI excludes zero *and* it is larger than
-  that floor.
+- :func:`compare`: every arm once per round, so slow drift of the machine (frequency, other
+  processes, memory) hits every arm alike; the first arm rotates and the others follow in a seeded
+  random order, so that no arm always runs after the same one (caches, clocks) and two arms that do
+  the same work are exchangeable, which the exact test below relies on. Each variant is a paired
+  ratio to the baseline with the distribution-free CI of its median and the exact sign test
+  (``toolkit.timing.decision``), Holm-adjusted over the variants. An A/A control (the baseline
+  timed again as its own arm) shows this run's noise floor and checks that the arms are
+  exchangeable (a caution when it is not).
 
 Both stop early, with ``stop_reason == "interrupted"``, once :func:`toolkit.signals.stop_requested`
 (a SIGINT or SIGTERM under :func:`toolkit.signals.graceful`) and two samples are in hand.
@@ -30,11 +33,13 @@ import torch
 
 from toolkit.progress import ProgressCallback, no_progress
 from toolkit.signals import stop_requested
+from toolkit.timing.decision import median_ci
 from toolkit.timing.machine import MachineLoad, configure_allocator
 from toolkit.timing.stats import Comparison, Measurement, TimingContext, aa_name, bootstrap_ci
 
 MIN_SAMPLE_S = 200e-6  # calls faster than this are repeated inside one sample (timer resolution)
 MAX_CALLS_PER_SAMPLE = 1000
+ORDER_SEED = 0  # the seed of the arms' order within rounds
 MIN_INTERRUPTED = 2  # samples (rounds) taken before a stop request (SIGINT, SIGTERM) is honoured
 
 
@@ -151,7 +156,7 @@ def compare(
     *,
     baseline: str,
     device: torch.device,
-    aa_control: bool = True,
+    aa_control: bool | Callable[[], object] = True,
     warmup: int = 3,
     target_rel_ci: float = 0.02,
     budget_s: float = 20.0,
@@ -161,12 +166,15 @@ def compare(
     progress: ProgressCallback | None = None,
     converge_differences: bool = True,
 ) -> Comparison:
-    """Time the callables interleaved (round-robin, rotating order) and compare each to ``baseline``.
+    """Time the callables interleaved (each round: a rotating first arm, then the others in a seeded
+    random order) and compare each to ``baseline``.
 
     With ``aa_control`` the baseline is also timed as a separate arm, ``aa_name(baseline)``, whose
-    difference from the baseline is this run's noise floor. Rounds continue until every median and
-    (with ``converge_differences``) every difference has a 95% CI within ±``target_rel_ci``, or
-    ``budget_s`` runs out (at least ``min_rounds`` rounds).
+    difference from the baseline shows this run's noise floor: ``True`` times the baseline's own
+    callable again; a callable is that arm instead, the same work on memory of its own (a copy of
+    the model), so that the baseline gains nothing from sharing caches with its control. Rounds
+    continue until every median and (with ``converge_differences``) every difference has a 95% CI
+    within ±``target_rel_ci``, or ``budget_s`` runs out (at least ``min_rounds`` rounds).
     """
     if baseline not in fns:
         raise ValueError(f"baseline {baseline!r} is not one of {list(fns)}")
@@ -174,8 +182,8 @@ def compare(
         raise ValueError(f"min_rounds must be at least 2, got {min_rounds}")
     configure_allocator()
     arms: dict[str, Callable[[], object]] = dict(fns)
-    if aa_control:
-        arms[aa_name(baseline)] = fns[baseline]
+    if aa_control is not False:
+        arms[aa_name(baseline)] = fns[baseline] if aa_control is True else aa_control
     names = list(arms)
     timer = _Timer(device)
     samples: dict[str, list[float]] = {name: [] for name in names}
@@ -187,9 +195,11 @@ def compare(
         start = time.perf_counter()
         rounds, next_check, stop_reason = 0, min_rounds, "max_samples"
         expected = min_rounds
+        order = np.random.default_rng(ORDER_SEED)
         while rounds < max_rounds:
-            shift = rounds % len(names)
-            for name in names[shift:] + names[:shift]:
+            first = names[rounds % len(names)]
+            rest = [name for name in names if name != first]
+            for name in [first, *(rest[i] for i in order.permutation(len(rest)))]:
                 before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
                 samples[name].append(timer(arms[name], calls[name]))
                 faults[name] += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
@@ -235,7 +245,7 @@ def _comparison_converged(
         if (high - low) / 2.0 > target_rel_ci * float(np.median(arr)):
             return False
         if differences and name != baseline:
-            low, high = bootstrap_ci(np.log(arr / base), resamples=500)
+            low, high = median_ci(np.log(arr / base))
             if (math.expm1(high) - math.expm1(low)) / 2.0 > target_rel_ci:
                 return False
     return True

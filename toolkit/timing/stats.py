@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
 from typing import Any
 
 import numpy as np
 
-CONFIDENCE = 0.95
+from toolkit.timing.decision import ALPHA, detectable_effect, holm, median_ci, sign_test_p
+from toolkit.timing.decision import CONFIDENCE as CONFIDENCE  # re-exported
+
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 0
 WIDE_IQR = 0.10  # a caution when IQR / median is above this
@@ -78,6 +80,26 @@ class TimingContext:
         return asdict(self)
 
 
+def bootstrap_statistics(
+    values: np.ndarray | Sequence[float],
+    statistic: Callable[[np.ndarray], np.ndarray] = lambda resamples: np.median(resamples, axis=-1),
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+) -> np.ndarray:
+    """``statistic`` (vectorised over the last axis) of ``resamples`` seeded resamples of ``values``."""
+    values = np.asarray(values, dtype=np.float64)
+    n = values.size
+    if n <= 1:
+        return np.full(resamples if n else 0, values[0] if n else math.nan)
+    rng = np.random.default_rng(seed)
+    chunk = max(1, 2_000_000 // n)  # bound the index array at ~16 MB
+    stats = np.empty(resamples)
+    for start in range(0, resamples, chunk):
+        stop = min(start + chunk, resamples)
+        stats[start:stop] = statistic(values[rng.integers(0, n, size=(stop - start, n))])
+    return stats
+
+
 def bootstrap_ci(
     values: np.ndarray | Sequence[float],
     statistic: Callable[[np.ndarray], np.ndarray] = lambda resamples: np.median(resamples, axis=-1),
@@ -86,18 +108,9 @@ def bootstrap_ci(
     seed: int = BOOTSTRAP_SEED,
 ) -> tuple[float, float]:
     """Percentile bootstrap CI of ``statistic`` (vectorised over the last axis) of ``values``."""
-    values = np.asarray(values, dtype=np.float64)
-    n = values.size
-    if n == 0:
+    stats = bootstrap_statistics(values, statistic, resamples, seed)
+    if stats.size == 0:
         return math.nan, math.nan
-    if n == 1:
-        return float(values[0]), float(values[0])
-    rng = np.random.default_rng(seed)
-    chunk = max(1, 2_000_000 // n)  # bound the index array at ~16 MB
-    stats = np.empty(resamples)
-    for start in range(0, resamples, chunk):
-        stop = min(start + chunk, resamples)
-        stats[start:stop] = statistic(values[rng.integers(0, n, size=(stop - start, n))])
     alpha = (1.0 - confidence) / 2.0
     low, high = np.quantile(stats, [alpha, 1.0 - alpha])
     return float(low), float(high)
@@ -228,7 +241,14 @@ def busy_cautions(share: float) -> list[Caution]:
 
 @dataclass(frozen=True)
 class Difference:
-    """A variant against the baseline from paired rounds: median of per-round time ratios."""
+    """A variant against the baseline from paired rounds: median of per-round time ratios.
+
+    The CI is the distribution-free CI of the median log ratio (order statistics) and ``p_value``
+    the exact sign test it inverts. ``significant_raw``: this comparison alone (p <= alpha, the CI
+    excludes zero); ``significant``: the verdict after Holm's adjustment over the family of
+    variants it was compared with (``p_adjusted <= alpha``; the same as raw for one variant).
+    ``detectable_pct``: the smallest difference this run would have found 80% of the time.
+    """
 
     name: str
     ratio: float  # variant / baseline; > 1 means the variant is slower
@@ -237,6 +257,11 @@ class Difference:
     ci_high_pct: float
     significant: bool
     n_pairs: int = 0
+    p_value: float = math.nan
+    p_adjusted: float = math.nan
+    significant_raw: bool = False
+    detectable_pct: float = math.nan
+    family_size: int = 1  # how many verdicts Holm's adjustment was taken over
 
     @property
     def half_width_pct(self) -> float:
@@ -246,8 +271,24 @@ class Difference:
     def excludes_zero(self) -> bool:
         return self.ci_low_pct > 0.0 or self.ci_high_pct < 0.0
 
+    def adjusted(self, p_adjusted: float, family_size: int) -> Difference:
+        """This difference with its verdict after a family-wise adjustment."""
+        return replace(
+            self,
+            p_adjusted=p_adjusted,
+            family_size=family_size,
+            significant=self.significant_raw and p_adjusted <= ALPHA,
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def holm_adjusted(differences: Mapping[str, Difference]) -> dict[str, Difference]:
+    """Each difference with Holm's adjustment over all of them (one family)."""
+    names = list(differences)
+    adjusted = holm([differences[name].p_value for name in names])
+    return {name: differences[name].adjusted(p, len(names)) for name, p in zip(names, adjusted, strict=True)}
 
 
 def paired_difference(
@@ -256,9 +297,11 @@ def paired_difference(
     variant_ms: np.ndarray | Sequence[float],
     noise_floor_pct: float = 0.0,
 ) -> Difference:
-    """Compare paired samples (one pair per round): ratio, its 95% bootstrap CI, significance.
+    """Compare paired samples (one pair per round): ratio, its 95% CI, the sign test, significance.
 
-    Significant means the CI of the difference excludes zero and |difference| > ``noise_floor_pct``.
+    Significant means the sign test rejects "median ratio 1" at 5% (equivalently the CI excludes
+    zero) and, when a ``noise_floor_pct`` is given, |difference| exceeds it (a minimum effect of
+    interest; the A/A control no longer sets one).
     """
     baseline = np.asarray(baseline_ms, dtype=np.float64)
     variant = np.asarray(variant_ms, dtype=np.float64)
@@ -266,18 +309,23 @@ def paired_difference(
         raise ValueError(f"paired samples differ in length: {baseline.shape} vs {variant.shape}")
     log_ratio = np.log(variant / baseline)
     center = float(np.median(log_ratio)) if log_ratio.size else math.nan
-    low, high = bootstrap_ci(log_ratio)
+    low, high = median_ci(log_ratio)
     diff_pct = math.expm1(center) * 100.0
     ci_low_pct, ci_high_pct = math.expm1(low) * 100.0, math.expm1(high) * 100.0
-    excludes_zero = ci_low_pct > 0.0 or ci_high_pct < 0.0
+    p_value = sign_test_p(log_ratio)
+    significant = p_value <= ALPHA and abs(diff_pct) > noise_floor_pct
     return Difference(
         name=name,
         ratio=math.exp(center),
         diff_pct=diff_pct,
         ci_low_pct=ci_low_pct,
         ci_high_pct=ci_high_pct,
-        significant=excludes_zero and abs(diff_pct) > noise_floor_pct,
+        significant=significant,
         n_pairs=int(log_ratio.size),
+        p_value=p_value,
+        p_adjusted=p_value,
+        significant_raw=significant,
+        detectable_pct=math.expm1(detectable_effect(low, high)) * 100.0,
     )
 
 
@@ -294,6 +342,7 @@ class Comparison:
     baseline: str
     differences: dict[str, Difference]  # variant name -> difference; includes the A/A control arm
     noise_floor_pct: float  # largest |difference| the A/A control's CI allows (0 without a control)
+    # The variants' verdicts are Holm-adjusted as one family (the A/A control is a check, not in it).
     stop_reason: str
     rounds: int = 0
     target_rel_ci: float = 0.02
@@ -341,8 +390,9 @@ class Comparison:
     ) -> Comparison:
         """The statistics of interleaved samples: ``samples_ms[name][r]`` is round r of arm ``name``.
 
-        An arm named ``aa_name(baseline)`` is the A/A control: it sets the noise floor, and is
-        itself called significant only when its CI excludes zero (which flags order effects).
+        An arm named ``aa_name(baseline)`` is the A/A control: its CI gives the noise floor (for
+        the reader) and a caution when it excludes zero (the arms are not exchangeable). The other
+        variants' verdicts are Holm-adjusted together.
         """
         if baseline not in samples_ms:
             raise ValueError(f"baseline {baseline!r} is not one of {list(samples_ms)}")
@@ -368,9 +418,12 @@ class Comparison:
             aa = paired_difference(control, samples_ms[baseline], samples_ms[control])
             noise_floor = max(abs(aa.ci_low_pct), abs(aa.ci_high_pct))
             differences[control] = aa
-        for name, values in samples_ms.items():
-            if name not in (baseline, control):
-                differences[name] = paired_difference(name, samples_ms[baseline], values, noise_floor)
+        variants = {
+            name: paired_difference(name, samples_ms[baseline], values)
+            for name, values in samples_ms.items()
+            if name not in (baseline, control)
+        }
+        differences.update(holm_adjusted(variants))
         return cls(
             measurements=measurements,
             baseline=baseline,

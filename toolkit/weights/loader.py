@@ -83,9 +83,10 @@ def _parameter_shapes(config: ModelConfig) -> dict[str, torch.Size]:
     return {k: v.shape for k, v in _skeleton(config).state_dict().items()}
 
 
-def _build(config: ModelConfig, state: dict[str, torch.Tensor], device: torch.device) -> Transformer:
-    """A model of ``config`` holding exactly the tensors of ``state`` (views of the file where the
-    layout allows: a safetensors file stays memory-mapped, read when the model first runs)."""
+def build_model(config: ModelConfig, state: dict[str, torch.Tensor], device: torch.device) -> Transformer:
+    """A model of ``config`` holding exactly the tensors of ``state``, not copies (views of the file
+    where the layout allows: a safetensors file stays memory-mapped, read when the model first runs;
+    models built from one state share its memory), in eval mode on ``device``."""
     model = _skeleton(config)
     model.load_state_dict(state, strict=True, assign=True)
     return model.to(device).eval()
@@ -263,7 +264,7 @@ def load_checkpoint(
         if heads not in states:  # the q|k|v split may depend on the head count, nothing else does
             states[heads] = readable.state_of(heads)
         state = states[heads]
-        return _build(base.replace(n_heads=heads, gelu=gelu, norm_eps=eps), state, torch_device)
+        return build_model(base.replace(n_heads=heads, gelu=gelu, norm_eps=eps), state, torch_device)
 
     trials: list[HeadTrial] = []
     results: list[ExampleResult] = []

@@ -54,7 +54,10 @@ class SpeedRow:
     ratio_to_torch: float  # paired median ratio; > 1 is slower than torch
     ratio_ci_low: float
     ratio_ci_high: float
-    significant: bool  # CI excludes 1 and the difference exceeds the A/A noise floor
+    significant: bool  # the sign test rejects 1 at 5% after Holm over this comparison's arms
+    significant_raw: bool = False  # the same, alone (the CI excludes 1)
+    p_adjusted: float = float("nan")
+    detectable_pct: float = float("nan")  # the smallest difference this run finds 80% of the time
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -69,6 +72,9 @@ class SpeedRow:
             "ratio_ci_low": self.ratio_ci_low,
             "ratio_ci_high": self.ratio_ci_high,
             "significant": self.significant,
+            "significant_raw": self.significant_raw,
+            "p_adjusted": self.p_adjusted,
+            "detectable_pct": self.detectable_pct,
         }
 
 
@@ -254,6 +260,9 @@ def _speed_rows(
                 ratio_ci_low=1.0 if diff is None else 1.0 + diff.ci_low_pct / 100.0,
                 ratio_ci_high=1.0 if diff is None else 1.0 + diff.ci_high_pct / 100.0,
                 significant=False if diff is None else diff.significant,
+                significant_raw=False if diff is None else diff.significant_raw,
+                p_adjusted=float("nan") if diff is None else diff.p_adjusted,
+                detectable_pct=float("nan") if diff is None else diff.detectable_pct,
             )
         )
     return rows
