@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 from cli_checks import assert_one_line_error
-from click.testing import Result
 from tiny import TINY_TRAIN
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from toolkit.cli import app
 
