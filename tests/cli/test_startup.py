@@ -24,6 +24,7 @@ HEAVY = (
     "tokenizers",
     "triton",
     "markdown_it",  # Typer's help imports it for a markup mode this CLI does not use
+    "pygments",  # and rich.traceback, with Pygments, for tracebacks the CLI never shows
 )
 
 PROBE = f"""
@@ -59,3 +60,34 @@ def test_option_choices_match_the_library() -> None:
     assert get_args(ablate.GeluName) == config.GELU_VARIANTS
     assert get_args(ablate.NormName) == config.NORM_VARIANTS
     assert tuple(choice.value for choice in ablate.ResidualName) == config.RESIDUAL_VARIANTS
+
+
+DEFERRED_USE = """
+import io
+import sys
+import toolkit.cli
+from rich.console import Console
+from rich.markdown import Markdown
+from rich.traceback import Traceback
+held_back = "pygments" not in sys.modules and "markdown_it" not in sys.modules
+try:
+    1 / 0
+except ZeroDivisionError as error:
+    traceback = Traceback.from_exception(type(error), error, error.__traceback__)
+console = Console(file=io.StringIO(), width=80, record=True)
+console.print(traceback)
+console.print(Markdown("# a *title*"))
+import rich.traceback
+print(held_back, isinstance(traceback, rich.traceback.Traceback), "pygments" in sys.modules)
+print(console.export_text())
+"""
+
+
+def test_held_back_modules_work_when_used() -> None:
+    """rich.markdown and rich.traceback, held back at start-up, load and work on first use."""
+    result = subprocess.run([sys.executable, "-c", DEFERRED_USE], capture_output=True, text=True, check=True)
+    first, *rest = result.stdout.splitlines()
+    assert first == "True True True"
+    text = "\n".join(rest)
+    assert "ZeroDivisionError: division by zero" in text
+    assert "a title" in text
