@@ -61,12 +61,14 @@ PAGES = (
     Page(
         "ablate",
         "What does an architecture change do to the outputs, and to the speed?",
-        "Each variant gets exactly the base weights. Output change is base minus variant over all logits "
-        "of the examples, in float64 (a change below the base model's own float32 noise is marked); "
-        "next-token loss is scored on the held-out text; latency is timed interleaved with the baseline "
-        "and an A/A control (the baseline timed again). Verdicts are Holm-adjusted over the variants and "
-        "each states the smallest change the run could detect.",
-        ("toolkit ablate --seq-len 256 --budget 20 --no-plot",),
+        "Each variant gets exactly the base weights (the shipped model is trained on real text). Output "
+        "change is base minus variant over all logits of the examples, in float64 (a change below the "
+        "base model's own float32 noise is marked); next-token loss is scored on the held-out text, "
+        "paired window by window; latency is timed interleaved with the baseline and an A/A control "
+        "(the baseline's architecture as an arm of its own), every arm reading the same copy of the "
+        "weights. Verdicts are Holm-adjusted over the variants and each states the smallest change the "
+        "run could detect.",
+        ("toolkit ablate --no-plot", "toolkit ablate --seq-len 64 --budget 10 --no-text-loss --no-plot"),
     ),
     Page(
         "layernorm-compare",

@@ -138,7 +138,7 @@ def latency_table(result: AblationResult) -> Table | None:
             _verdict(latency.significant, latency.significant_raw),
         )
     table.caption = (
-        f"A/A control (a second copy of the baseline): {study.aa_diff_pct:+.2f}%, "
+        f"A/A control (the baseline's architecture as an arm of its own): {study.aa_diff_pct:+.2f}%, "
         f"95% CI within ±{study.noise_floor_pct:.2f}%. "
         "Δ = median of per-round paired ratios − 1 (Δ ms = base ms × Δ %); CI: order statistics of the "
         f"median, exact sign test; real: significant at 5% after Holm's adjustment over the {len(rows)} "

@@ -83,10 +83,10 @@ def vs_default_text(result: LatencyResult) -> str | None:
         return None
     detectable = sorted(d.detectable_pct for d in differences)[len(differences) // 2]
     return (
-        f"vs *: median of per-round paired ratios to {result.vary}={result.default_value:,} − 1; ✓ = "
-        f"significant at 5% after Holm's adjustment over the {len(differences)} other values "
-        f"((raw): significant alone only); the smallest difference this run detects 80% of the time: "
-        f"±{detectable:.1f}% (median over the values)."
+        f"vs *: paired difference to {result.vary}={result.default_value:,} (median of per-round ratios "
+        f"− 1); ✓: significant at 5% after Holm's adjustment over the {len(differences)} other values, "
+        f"(raw): significant alone only; smallest detectable difference ±{detectable:.1f}% (median over "
+        "the values)."
     )
 
 
