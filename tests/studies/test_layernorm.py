@@ -14,6 +14,7 @@ from tiny import TINY_TRAINING
 
 from toolkit.errors import ConfigError, DataError
 from toolkit.studies import layernorm as study
+from toolkit.tables.layernorm import speed_tables
 
 CPU = torch.device("cpu")
 
@@ -131,6 +132,13 @@ def test_speed_study_rows_and_bandwidth() -> None:
     assert all(r.pct_of_copy == pytest.approx(100.0) for r in result.rows if r.implementation == "copy")
     assert result.best_custom((64, 32), "forward") is not None
     assert "allocator" in result.to_dict()
+    for row in (r for r in result.rows if r.implementation.startswith("custom")):
+        assert 0 < row.detectable_pct < 1000  # every comparison states what it could have detected
+        assert row.significant <= row.significant_raw  # Holm only takes verdicts away
+        assert 0 <= row.p_adjusted <= 1
+    captions = " ".join(str(table.caption) for table in speed_tables(result))
+    assert "Detectable (forward): ±" in captions
+    assert "Detectable (forward+backward): ±" in captions
 
 
 def test_speed_refuses_unavailable_backend() -> None:
