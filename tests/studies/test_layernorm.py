@@ -133,7 +133,8 @@ def test_speed_study_rows_and_bandwidth() -> None:
     assert result.best_custom((64, 32), "forward") is not None
     assert "allocator" in result.to_dict()
     for row in (r for r in result.rows if r.implementation.startswith("custom")):
-        assert 0 < row.detectable_pct < 1000  # every comparison states what it could have detected
+        assert math.isfinite(row.detectable_pct)  # every comparison states what it could have detected
+        assert row.detectable_pct > 0
         assert row.significant <= row.significant_raw  # Holm only takes verdicts away
         assert 0 <= row.p_adjusted <= 1
     captions = " ".join(str(table.caption) for table in speed_tables(result))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import math
+import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +16,9 @@ from hypothesis import strategies as st
 from reference import matched_pair
 from tiny import TINY
 
-from toolkit import ModelConfig, Transformer
+from toolkit import ModelConfig, Transformer, signals
 from toolkit.errors import DataError
+from toolkit.studies.ablation import eps_variant, gelu_variant, measure_text_losses, no_scale_variant
 from toolkit.text import (
     TextScore,
     loss_change,
@@ -193,3 +196,50 @@ def test_float32_loss_noise_is_the_float32_vs_float64_window_loss_gap() -> None:
     noise = float32_loss_noise(model, windows, base)
     assert noise == pytest.approx(float(np.abs(base.window_nats[:NOISE_WINDOWS] - exact).max()))
     assert 0 < noise < 1e-4  # float32 rounding, not an effect
+
+
+Progress = Callable[[int, int, str], None]
+
+
+@pytest.fixture
+def stop_at(monkeypatch: pytest.MonkeyPatch) -> Callable[[str, int], Progress]:
+    """A progress callback that asks the run to stop, as a SIGINT under graceful() does (without the
+    real signal, whose watchdog would end the test process), when ``label`` reaches ``done``."""
+
+    def at(label: str, done: int) -> Progress:
+        def progress(position: int, total: int, description: str) -> None:
+            if description == label and position == done:
+                monkeypatch.setattr(signals._State, "requested", signal.SIGINT)  # undone after the test
+
+        return progress
+
+    return at
+
+
+def test_scoring_stops_at_a_signal_with_the_windows_scored_so_far(
+    stop_at: Callable[[str, int], Progress],
+) -> None:
+    """After a stop request the scoring ends after the batch under way: those windows, marked
+    incomplete, equal the same windows of a full run."""
+    torch.manual_seed(0)
+    model = Transformer(TINY).eval()
+    windows = token_windows(torch.randint(0, TINY.vocab_size, (400,)), 8)
+    full = score_text(model, windows, batch_size=4)
+    stopped = score_text(model, windows, batch_size=4, progress=stop_at("text loss", 8))
+    assert full.complete
+    assert not stopped.complete
+    assert stopped.window_nats.size == 12  # the batch at 8 was under way when the request came
+    np.testing.assert_array_equal(stopped.window_nats, full.window_nats[:12])
+
+
+@pytest.mark.parametrize(("label", "kept"), [("text loss: baseline", 0), ("text loss: no-scale", 1)])
+def test_text_losses_keep_only_variants_scored_completely(
+    label: str, kept: int, stop_at: Callable[[str, int], Progress]
+) -> None:
+    """A stop request during the baseline keeps no variant; during the second variant, the first."""
+    torch.manual_seed(0)
+    model = Transformer(TINY).eval()
+    windows = token_windows(torch.randint(0, TINY.vocab_size, (400,)), 8)
+    variants = [eps_variant(1e-4), no_scale_variant(), gelu_variant("tanh")]
+    changes = measure_text_losses(model, variants, windows, torch.device("cpu"), stop_at(label, 16))
+    assert len(changes) == kept

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import filecmp
+import signal
 import subprocess
 import sys
 from importlib import resources
@@ -16,7 +17,7 @@ from safetensors.torch import save_file
 from tiny import TINY
 from transformers import GPT2LMHeadModel
 
-from toolkit import ModelConfig
+from toolkit import ModelConfig, signals
 from toolkit.errors import CheckpointKeysError, ConfigError, WeightsError
 from toolkit.tables.weights import load_summary
 from toolkit.weights import (
@@ -159,6 +160,27 @@ def test_config_inferred_and_heads_found(tiny: tuple[GPT2LMHeadModel, Path, Path
     assert report.passed
     assert "n_heads=3 found by search" in load_summary(report)
     assert model.config.n_heads == 3
+
+
+def test_a_search_cut_short_by_a_stop_request_says_so(
+    tiny: tuple[GPT2LMHeadModel, Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A SIGINT / SIGTERM under graceful() (here its stop request, without the real signal) ends
+    the search after the hypothesis under way: the result is marked incomplete, and the full search
+    of the same files is complete and finds 3 heads."""
+    _, weights, examples = tiny
+
+    def stop_at_third(done: int, total: int, description: str) -> None:
+        if description.startswith("trying") and done == 2:
+            monkeypatch.setattr(signals._State, "requested", signal.SIGINT)  # undone after the test
+
+    _, full = load_checkpoint(weights, examples=examples)
+    _, cut = load_checkpoint(weights, examples=examples, progress=stop_at_third)
+    assert full.search is not None
+    assert full.search.complete
+    assert cut.search is not None
+    assert not cut.search.complete
+    assert len(cut.search.trials) == 3 < len(full.search.trials)
 
 
 def test_wrong_head_count_fails(tiny: tuple[GPT2LMHeadModel, Path, Path]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import signal
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
@@ -16,6 +17,7 @@ from toolkit.config import ModelConfig
 from toolkit.errors import DataError, WeightsError
 from toolkit.files import PLOT_SUFFIXES, check_output_file
 from toolkit.plots import ABLATION_PLOT
+from toolkit.signals import exit_code, exit_now, stop_requested
 
 if TYPE_CHECKING:
     import torch
@@ -182,6 +184,12 @@ def ablate_command(
             progress=progress,
             checkpoint_format=checkpoint_format,
         )
+        signum = stop_requested()
+        if signum is not None:  # a search cut short proves nothing either way, and nothing is measured
+            name = signal.Signals(signum).name
+            exit_now(
+                exit_code(signum), f"interrupted by {name} while loading the checkpoint; nothing measured"
+            )
         if report.verified and not report.passed:
             raise WeightsError(
                 f"{weights} does not reproduce its examples (max abs diff {report.max_abs_diff:.3g} > atol "

@@ -11,6 +11,7 @@ import typer
 from toolkit.cli import options as opt
 from toolkit.cli.app import app
 from toolkit.cli.output import Output, flagged
+from toolkit.signals import stop_requested
 
 Export = Annotated[
     Path | None,
@@ -81,7 +82,9 @@ def load_weights_command(
             progress=progress,
         )
         eval_text, no_text = prepare_text(model.config, weights, text, tokenizer, text_encoding, text_window)
-        text_report = text_loss_report(model, eval_text, progress=progress) if eval_text is not None else None
+        text_report = None
+        if eval_text is not None and stop_requested() is None:  # after a signal: the load's results only
+            text_report = text_loss_report(model, eval_text, progress=progress)
     if no_text is not None:
         out.note(no_text)
     exported = None
@@ -102,6 +105,8 @@ def load_weights_command(
     if text_report is not None:
         tables.append(text_loss_table(text_report))
     summary = load_summary(report)
+    if report.search is not None and not report.search.complete:
+        summary = "no verdict: a signal stopped the search before every hypothesis was tried"
     data = {**report.to_dict(), "exported_to": exported, "text": text_report}
     out.finish(data, *tables, flagged(summary))
     if not report.passed:

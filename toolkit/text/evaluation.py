@@ -111,10 +111,13 @@ def prepare_text(
 
 def text_loss_report(
     model: Transformer, text: EvalText, progress: ProgressCallback | None = None
-) -> dict[str, Any]:
+) -> dict[str, Any] | None:
     """What the model knows about ``text``: its loss (with a CI over windows), perplexity, and the
-    unigram baseline (the loss of predicting every token by its frequency in the text)."""
+    unigram baseline (the loss of predicting every token by its frequency in the text); None when a
+    SIGINT / SIGTERM stopped the scoring (the loss of part of a text is not the text's)."""
     score = score_text(model, text.windows, progress=progress, label=f"loss on {text.path.name}")
+    if not score.complete:
+        return None
     low, high = score.loss_ci()
     return {
         **text.describe(),

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from toolkit.errors import DataError, setting
 from toolkit.model import Transformer
 from toolkit.progress import ProgressCallback
+from toolkit.signals import stop_requested
 from toolkit.timing.decision import ALPHA, CONFIDENCE, bootstrap_p, detectable_effect, holm
 from toolkit.timing.stats import bootstrap_ci, bootstrap_statistics
 
@@ -50,10 +51,14 @@ def unigram_entropy(ids: torch.Tensor) -> float:
 
 @dataclass(frozen=True)
 class TextScore:
-    """One model's loss on one text: the per-window losses and what they add up to."""
+    """One model's loss on one text: the per-window losses and what they add up to.
+
+    ``complete`` is False when a SIGINT / SIGTERM stopped the scoring: the windows scored so far.
+    """
 
     window: int
     window_nats: np.ndarray  # [n windows] float64
+    complete: bool = True
 
     @property
     def tokens(self) -> int:
@@ -81,11 +86,14 @@ def score_text(
     progress: ProgressCallback | None = None,
     label: str = "text loss",
 ) -> TextScore:
-    """Mean next-token loss (nats) of each window, ``batch_size`` windows per forward pass."""
+    """Mean next-token loss (nats) of each window, ``batch_size`` windows per forward pass (after a
+    SIGINT / SIGTERM under :func:`toolkit.signals.graceful`: the windows scored so far, incomplete)."""
     parameter = next(model.parameters())
     count = windows.shape[0]
     losses = np.empty(count, dtype=np.float64)
     for start in range(0, count, batch_size):
+        if start and stop_requested() is not None:
+            return TextScore(window=int(windows.shape[1]) - 1, window_nats=losses[:start], complete=False)
         if progress is not None:
             progress(start, count, label)
         rows = windows[start : start + batch_size].to(parameter.device)  # (b, w + 1)
@@ -188,8 +196,8 @@ def float32_loss_noise(model: Transformer, windows: torch.Tensor, base: TextScor
     the first NOISE_WINDOWS windows, scored again in float64 on the CPU."""
     count = min(NOISE_WINDOWS, windows.shape[0])
     exact = copy.deepcopy(model).to("cpu", torch.float64)
-    float64 = score_text(exact, windows[:count]).window_nats
-    return float(np.abs(base.window_nats[:count] - float64).max())
+    float64 = score_text(exact, windows[:count]).window_nats  # fewer after a stop request
+    return float(np.abs(base.window_nats[: float64.size] - float64).max())
 
 
 def _mean(resamples: np.ndarray) -> np.ndarray:

@@ -143,6 +143,7 @@ class SearchResult:
     results: tuple[ExampleResult, ...]  # the chosen hypothesis on every example
     elapsed_s: float
     runner_up: HypothesisTrial | None = None  # the next closest, rerun on every example
+    complete: bool = True  # False: a SIGINT / SIGTERM stopped the search before every hypothesis
 
     @property
     def indistinguishable(self) -> list[HypothesisTrial]:
@@ -210,6 +211,7 @@ def search_hypotheses(
     head_counts = list(heads) if heads is not None else [h for h in range(1, d_model + 1) if d_model % h == 0]
     grid = [(h, g, e) for h in head_counts for g in gelu_forms for e in eps_values]
     trials: list[HypothesisTrial] = []
+    passed_results: dict[tuple[int, str, float], list[ExampleResult]] = {}  # ran every example
     for done, (h, g, e) in enumerate(grid):
         if trials and stop_requested() is not None:  # SIGINT / SIGTERM: decide on what was tried
             break
@@ -217,13 +219,16 @@ def search_hypotheses(
             progress(done, len(grid), f"trying n_heads={h}, GELU {gelu_name(g)}, eps {e:g}")
         results = compare_examples(build(h, g, e), examples, atol, stop_at_failure=True)
         trials.append(_trial(h, g, e, results, len(examples)))
+        if trials[-1].passed:
+            passed_results[(h, g, e)] = list(results)
     if progress is not None:
         progress(len(grid), len(grid), "hypothesis search done")
     defaults = (ModelConfig.n_heads, ModelConfig.gelu, ModelConfig.norm_eps)
     passing = [t for t in trials if t.passed]
     default = next((t for t in passing if (t.n_heads, t.gelu, t.norm_eps) == defaults), None)
     chosen = default or (passing[0] if passing else min(trials, key=_rank))
-    results = compare_examples(build(chosen.n_heads, chosen.gelu, chosen.norm_eps), examples, atol)
+    key = (chosen.n_heads, chosen.gelu, chosen.norm_eps)
+    results = passed_results.get(key) or compare_examples(build(*key), examples, atol)
     others = [t for t in trials if t is not chosen]
     runner_up = None
     # The closest few (ties are common: one token cannot tell head counts apart) rerun on every
@@ -233,4 +238,5 @@ def search_hypotheses(
         trial = _trial(near.n_heads, near.gelu, near.norm_eps, full, len(examples))
         if runner_up is None or _rank(trial) < _rank(runner_up):
             runner_up = trial
-    return SearchResult(chosen, tuple(trials), tuple(results), time.perf_counter() - start, runner_up)
+    elapsed_s = time.perf_counter() - start
+    return SearchResult(chosen, tuple(trials), tuple(results), elapsed_s, runner_up, len(trials) == len(grid))
