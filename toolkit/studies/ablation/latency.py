@@ -34,10 +34,11 @@ class LatencyChange:
     """A variant's forward latency against the baseline's, from one interleaved run.
 
     ``base_ms`` and ``variant_ms`` are medians; ``diff_pct`` is the median of the per-round paired
-    ratios minus one, with its 95% bootstrap CI, and ``diff_ms = base_ms * diff_pct / 100`` (so the
-    two agree). ``significant_raw``: the sign test rejects "no change" at 5% (the CI excludes
-    zero); ``significant``: still so after Holm's adjustment over the variants timed together
-    (``p_adjusted``). ``detectable_pct``: the smallest change this run would find 80% of the time.
+    ratios minus one, with the 95% CI of that median (order statistics), and
+    ``diff_ms = base_ms * diff_pct / 100`` (so the two agree). ``significant_raw``: the sign test
+    rejects "no change" at 5% (the CI excludes zero); ``significant``: still so after Holm's
+    adjustment over the variants timed together (``p_adjusted``). ``detectable_pct``: the smallest
+    change this run would find 80% of the time.
     """
 
     base_ms: float
