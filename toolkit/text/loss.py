@@ -23,7 +23,7 @@ from toolkit.model import Transformer
 from toolkit.progress import ProgressCallback
 from toolkit.signals import stop_requested
 from toolkit.timing.decision import ALPHA, CONFIDENCE, bootstrap_p, detectable_effect, holm
-from toolkit.timing.stats import bootstrap_ci, bootstrap_statistics
+from toolkit.timing.stats import bootstrap_ci, bootstrap_statistics, percentile_ci
 
 DEFAULT_WINDOW = 256
 EVAL_BATCH = 16
@@ -159,7 +159,7 @@ def loss_change(base: TextScore, variant: TextScore) -> LossChange:
     deltas = variant.window_nats - base.window_nats
     delta = float(deltas.mean())
     resampled = bootstrap_statistics(deltas, statistic=_mean)
-    low, high = (float(q) for q in np.quantile(resampled, [ALPHA / 2.0, 1.0 - ALPHA / 2.0]))
+    low, high = percentile_ci(resampled)
     p_value = bootstrap_p(resampled)
     significant = bool(low > 0 or high < 0)
     return LossChange(

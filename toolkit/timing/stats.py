@@ -108,11 +108,15 @@ def bootstrap_ci(
     seed: int = BOOTSTRAP_SEED,
 ) -> tuple[float, float]:
     """Percentile bootstrap CI of ``statistic`` (vectorised over the last axis) of ``values``."""
-    stats = bootstrap_statistics(values, statistic, resamples, seed)
-    if stats.size == 0:
+    return percentile_ci(bootstrap_statistics(values, statistic, resamples, seed), confidence)
+
+
+def percentile_ci(statistics: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """The central ``confidence`` interval of a statistic's bootstrap distribution (NaN if empty)."""
+    if statistics.size == 0:
         return math.nan, math.nan
     alpha = (1.0 - confidence) / 2.0
-    low, high = np.quantile(stats, [alpha, 1.0 - alpha])
+    low, high = np.quantile(statistics, [alpha, 1.0 - alpha])
     return float(low), float(high)
 
 

@@ -91,7 +91,7 @@ def measure_text_losses(
     base_score = score_text(base, windows, progress=progress, label="text loss: baseline")
     changes: list[LossChange] = []
     for variant in variants:
-        if not base_score.complete or stop_requested() is not None:
+        if stop_requested() is not None:  # also when the baseline's scoring was cut short
             break
         model = variant_model(base, variant)
         score = score_text(model, windows, progress=progress, label=f"text loss: {variant.name}")
