@@ -1,7 +1,7 @@
 """Developer sessions: `nox -s tests`, `lint`, `typecheck`, `smoke`, `bench`, `docs` (`nox -l` lists them).
 
 PyTorch is installed first from TOOLKIT_TORCH (default ``torch==2.13.0``, the CPU build on our
-machines); set e.g. ``TOOLKIT_TORCH="torch>=2.4"`` to let pip choose a CUDA build instead.
+machines); set e.g. ``TOOLKIT_TORCH="torch>=2.5"`` to let pip choose a CUDA build instead.
 """
 
 from __future__ import annotations

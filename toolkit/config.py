@@ -1,8 +1,13 @@
-"""ModelConfig: the reference transformer's sizes and its architecture variants, validated.
+"""ModelConfig: the reference transformer's sizes, its architecture variants and the model families.
 
 Every ablation of docs/reference.md is a field here and is read by the one model in ``model.py``:
 ``norm_eps``, ``scale_attention``, ``gelu`` and ``residual``. None of them changes the weights,
 so one checkpoint serves every variant (``config.replace(norm_eps=1e-4)``).
+
+The families people download today (Llama, SmolLM, Qwen2/3, Mistral, Pythia) are a handful of
+further fields, whose defaults are GPT-2's: ``n_kv_heads`` and ``head_size`` (GQA/MQA, a head size
+apart from d_model / n_heads), ``positions`` with the RoPE fields, ``mlp`` (GELU or gated SiLU), the
+bias switches, ``qk_norm`` (Qwen3), ``tied_head`` and ``sliding_window`` (Mistral).
 """
 
 from __future__ import annotations
@@ -21,6 +26,12 @@ GELU_VARIANTS = ("none", "tanh")  # torch.nn.functional.gelu's `approximate` arg
 RESIDUAL_VARIANTS = ("standard", "input-skip", "no-mlp-skip", "parallel")
 NORM_VARIANTS = ("torch", "custom", "rms", "none", "batch")
 """torch / custom LayerNorm (same function), RMSNorm, no normalisation, BatchNorm over features."""
+POSITION_VARIANTS = ("learned", "rope")
+"""A learned position table added to the embeddings (GPT-2), or rotary embeddings on q and k."""
+MLP_VARIANTS = ("gelu", "swiglu")
+"""d -> d_mlp -> GELU -> d (GPT-2, Pythia), or the gated down(silu(gate(x)) * up(x)) (Llama family)."""
+ROPE_SCALINGS = ("none", "linear", "llama3")
+"""RoPE frequency scalings the model computes exactly (Hugging Face's ``rope_type``; none = default)."""
 
 _SIZE_FIELDS = ("vocab_size", "max_seq_len", "d_model", "n_heads", "n_layers", "d_mlp")
 
@@ -40,6 +51,24 @@ class ModelConfig:
     scale_attention: bool = True
     residual: str = "standard"
     norm: str = "torch"
+    # The model families (docs/reference.md, "Model families"); the defaults are GPT-2's.
+    n_kv_heads: int | None = None  # key/value heads; None: n_heads (MHA), fewer: GQA, 1: MQA
+    head_size: int | None = None  # None: d_model // n_heads
+    positions: str = "learned"  # POSITION_VARIANTS
+    rope_theta: float = 10000.0
+    rotary_fraction: float = 1.0  # of each head's dimensions, the first ones (Pythia: 0.25)
+    rope_scaling: str = "none"  # ROPE_SCALINGS
+    rope_factor: float = 1.0  # linear and llama3
+    rope_low_freq_factor: float = 1.0  # llama3
+    rope_high_freq_factor: float = 4.0  # llama3
+    rope_original_max_seq_len: int = 8192  # llama3: the context the frequencies were trained at
+    mlp: str = "gelu"  # MLP_VARIANTS
+    qkv_bias: bool = True
+    out_bias: bool = True  # the attention's output projection
+    mlp_bias: bool = True
+    qk_norm: bool = False  # RMSNorm over each head of q and k before RoPE (Qwen3)
+    tied_head: bool = True  # LM head = the word embeddings
+    sliding_window: int | None = None  # attention window (Mistral); sequences longer are refused
 
     def __post_init__(self) -> None:
         for name in _SIZE_FIELDS:
@@ -48,7 +77,7 @@ class ModelConfig:
                 raise ConfigError(f"{name} must be an integer, got {value!r}")
             if value < 1:
                 raise ConfigError(f"{name} must be at least 1, got {value}")
-        if self.d_model % self.n_heads != 0:
+        if self.head_size is None and self.d_model % self.n_heads != 0:
             divisors = [h for h in range(1, self.d_model + 1) if self.d_model % h == 0]
             shown = ", ".join(map(str, divisors[:12])) + (", ..." if len(divisors) > 12 else "")
             raise ConfigError(
@@ -62,19 +91,80 @@ class ModelConfig:
         _check_choice("gelu", self.gelu, GELU_VARIANTS)
         _check_choice("residual", self.residual, RESIDUAL_VARIANTS)
         _check_choice("norm", self.norm, NORM_VARIANTS)
-        if not isinstance(self.scale_attention, bool):
-            raise ConfigError(f"scale_attention must be true or false, got {self.scale_attention!r}")
+        for name in ("scale_attention", "qkv_bias", "out_bias", "mlp_bias", "qk_norm", "tied_head"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        self._check_family_fields()
+
+    def _check_family_fields(self) -> None:
+        for name in ("n_kv_heads", "head_size", "sliding_window"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ConfigError(f"{name} must be a positive integer or null, got {value!r}")
+        if self.n_heads % self.kv_heads != 0:
+            divisors = [h for h in range(1, self.n_heads + 1) if self.n_heads % h == 0]
+            raise ConfigError(
+                f"n_kv_heads={self.kv_heads} does not divide n_heads={self.n_heads}; each key/value head "
+                f"serves a whole group of query heads: choose from {', '.join(map(str, divisors))}"
+            )
+        _check_choice("positions", self.positions, POSITION_VARIANTS)
+        _check_choice("mlp", self.mlp, MLP_VARIANTS)
+        _check_choice("rope_scaling", self.rope_scaling, ROPE_SCALINGS)
+        for name in ("rope_theta", "rotary_fraction", "rope_factor", "rope_low_freq_factor",
+                     "rope_high_freq_factor"):  # fmt: skip
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
+                raise ConfigError(f"{name} must be a positive number, got {value!r}")
+        if self.rotary_fraction > 1:
+            raise ConfigError(f"rotary_fraction must be in (0, 1], got {self.rotary_fraction}")
+        if self.positions == "rope" and (self.rotary_dims < 2 or self.rotary_dims % 2):
+            raise ConfigError(
+                f"RoPE rotates pairs of dimensions, but rotary_fraction={self.rotary_fraction} of "
+                f"head_size={self.head_dim} gives {self.rotary_dims}; choose a fraction giving an even number"
+            )
+        if self.rope_scaling == "llama3" and self.rope_low_freq_factor >= self.rope_high_freq_factor:
+            raise ConfigError(
+                f"llama3 RoPE scaling needs rope_low_freq_factor < rope_high_freq_factor, got "
+                f"{self.rope_low_freq_factor} and {self.rope_high_freq_factor}"
+            )
+        if isinstance(self.rope_original_max_seq_len, bool) or not isinstance(
+            self.rope_original_max_seq_len, int
+        ):
+            raise ConfigError(f"rope_original_max_seq_len must be an integer, got {self.rope_original_max_seq_len!r}")
 
     @property
     def head_dim(self) -> int:
-        return self.d_model // self.n_heads
+        """The size of one attention head: ``head_size``, or d_model // n_heads."""
+        return self.head_size if self.head_size is not None else self.d_model // self.n_heads
+
+    @property
+    def kv_heads(self) -> int:
+        """Key/value heads: ``n_kv_heads``, or n_heads (multi-head attention)."""
+        return self.n_kv_heads if self.n_kv_heads is not None else self.n_heads
+
+    @property
+    def rotary_dims(self) -> int:
+        """Dimensions of each head that RoPE rotates (the first ones), as Hugging Face rounds them."""
+        return int(self.head_dim * self.rotary_fraction)
+
+    @property
+    def longest_sequence(self) -> int:
+        """The longest input the model computes exactly: max_seq_len, or a narrower attention window."""
+        window = self.sliding_window if self.sliding_window is not None else self.max_seq_len
+        return min(self.max_seq_len, window)
 
     def sequence_length(self, seq_len: int | None = None) -> int:
-        """``seq_len`` (default ``max_seq_len``), refused when this model cannot take it."""
-        length = self.max_seq_len if seq_len is None else seq_len
-        if not 1 <= length <= self.max_seq_len:
+        """``seq_len`` (default the longest the model takes), refused when this model cannot take it."""
+        length = self.longest_sequence if seq_len is None else seq_len
+        if not 1 <= length <= self.longest_sequence:
             if length < 1:
                 raise InputError(f"{setting('seq_len')} must be at least 1, got {length}")
+            if length <= self.max_seq_len:  # beyond the attention window only
+                raise InputError(
+                    f"{setting('seq_len')} {length} is wider than the model's sliding attention window of "
+                    f"{self.sliding_window} tokens, which the toolkit's model does not implement; lower "
+                    f"{setting('seq_len')} to at most {self.sliding_window}"
+                )
             raise InputError(
                 f"{setting('seq_len')} {length} exceeds max_seq_len={self.max_seq_len}; lower "
                 f"{setting('seq_len')} or raise {setting('max_seq_len')}"
@@ -106,7 +196,9 @@ def from_dict(values: dict[str, Any]) -> ModelConfig:
 
 
 def load_config(path: str | Path) -> ModelConfig:
-    """Read a config from a ``.json`` or ``.toml`` file (a flat table of ModelConfig fields)."""
+    """Read a config from a ``.json`` or ``.toml`` file: a flat table of ModelConfig fields, or a Hugging
+    Face ``config.json`` of GPT-2 or a supported family (``model_type``: llama, mistral, qwen2, qwen3,
+    gpt_neox), in either config style."""
     import tomllib  # read files only: not imported at start-up
 
     path = check_input_file(path, "config file", "pass an existing .json or .toml file", ConfigError)
@@ -123,4 +215,9 @@ def load_config(path: str | Path) -> ModelConfig:
         raise ConfigError(f"config file {path} is not valid {suffix[1:].upper()}: {exc}") from None
     if not isinstance(values, dict):
         raise ConfigError(f"config file {path} must hold one table of ModelConfig fields")
+    from toolkit.families import hf_config, is_hf_config
+
+    if is_hf_config(values):
+        fields, _ = hf_config(values, str(path))
+        return from_dict(fields)
     return from_dict(values)

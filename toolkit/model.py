@@ -5,8 +5,11 @@
     logits = LN_final(h) @ E_word^T          (tied LM head)
 
 The ablation variants of ``ModelConfig`` (eps, attention scaling, GELU form, residual wiring,
-norm implementation) are read here and nowhere else. Parameter names are the toolkit's own;
-``weights.py`` maps foreign checkpoints onto them.
+norm implementation) are read here and nowhere else, and so are the model families' fields: RMSNorm,
+rotary positions (RoPE) instead of the position table, grouped key/value heads, a gated SiLU MLP,
+which projections have biases, per-head q/k RMSNorm and a separate LM head. Each is picked once,
+when the module is built. Parameter names are the toolkit's own; ``toolkit.weights`` maps foreign
+checkpoints onto them.
 """
 
 from __future__ import annotations
@@ -42,38 +45,108 @@ def make_norm(config: ModelConfig) -> nn.Module:
     raise AssertionError(f"ModelConfig accepted an unknown norm {config.norm!r}")
 
 
+# --------------------------------------------------------------------------------------------------
+# Rotary position embeddings, as Hugging Face computes them
+
+
+def rope_inv_freq(config: ModelConfig) -> torch.Tensor:
+    """float32 [r / 2]: theta^(-2i/r) for the r rotated dims of a head, with the config's scaling.
+
+    ``linear`` divides every frequency by the factor; ``llama3`` divides those whose wavelength
+    exceeds L / low_freq_factor (L = the original context), keeps those below L / high_freq_factor,
+    and blends those between with s = (L / wavelength - low) / (high - low).
+    """
+    r = config.rotary_dims
+    exponents = torch.arange(0, r, 2, dtype=torch.int64, device="cpu").float() / r
+    inv_freq = 1.0 / (config.rope_theta**exponents)
+    if config.rope_scaling == "linear":
+        return inv_freq / config.rope_factor
+    if config.rope_scaling == "llama3":
+        low, high = config.rope_low_freq_factor, config.rope_high_freq_factor
+        context = config.rope_original_max_seq_len
+        wavelength = 2 * math.pi / inv_freq
+        scaled = torch.where(wavelength > context / low, inv_freq / config.rope_factor, inv_freq)
+        smooth = (context / wavelength - low) / (high - low)
+        blended = (1 - smooth) * scaled / config.rope_factor + smooth * scaled
+        between = ~(wavelength < context / high) & ~(wavelength > context / low)
+        return torch.where(between, blended, scaled)
+    return inv_freq
+
+
+def rope_cos_sin(inv_freq: torch.Tensor, seq_len: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin [S, r] of positions 0..S-1 (angles in float32, then cast to the model's dtype)."""
+    positions = torch.arange(seq_len, device=inv_freq.device, dtype=torch.float32)
+    angles = torch.outer(positions, inv_freq)  # (S, r/2)
+    angles = torch.cat((angles, angles), dim=-1)  # (S, r): dimension i pairs with i + r/2
+    return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate the first r dims of each head of x (B, nh, S, hs); the rest pass through (Pythia)."""
+    r = cos.shape[-1]
+    rotated, passed = x[..., :r], x[..., r:]
+    first, second = rotated.chunk(2, dim=-1)
+    rotate_half = torch.cat((-second, first), dim=-1)  # pairs dimension i with i + r/2, as HF does
+    out = rotated * cos + rotate_half * sin
+    return out if passed.shape[-1] == 0 else torch.cat((out, passed), dim=-1)
+
+
+# --------------------------------------------------------------------------------------------------
+# The blocks
+
+
 class CausalSelfAttention(nn.Module):
-    """Multi-head causal self-attention with a fused q|k|v projection (heads contiguous in each)."""
+    """Causal self-attention with a fused q|k|v projection: rows [Q of n_heads | K of kv_heads | V of
+    kv_heads], heads contiguous in each. Fewer kv heads than heads is grouped-query attention."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        self.n_heads = config.n_heads
-        self.qkv = nn.Linear(config.d_model, 3 * config.d_model)  # rows: [Q heads | K heads | V heads]
-        self.out_proj = nn.Linear(config.d_model, config.d_model)
+        self.n_heads, self.kv_heads, self.head_dim = config.n_heads, config.kv_heads, config.head_dim
+        q_width, kv_width = config.n_heads * config.head_dim, config.kv_heads * config.head_dim
+        self.qkv = nn.Linear(config.d_model, q_width + 2 * kv_width, bias=config.qkv_bias)
+        self.out_proj = nn.Linear(q_width, config.d_model, bias=config.out_bias)
+        self.split = (q_width, kv_width, kv_width)
+        if config.qk_norm:  # Qwen3: RMSNorm over each head of q and k, before RoPE
+            self.q_norm = nn.RMSNorm(config.head_dim, eps=config.norm_eps)
+            self.k_norm = nn.RMSNorm(config.head_dim, eps=config.norm_eps)
+        self.qk_norm = config.qk_norm
         # None lets SDPA use its default 1/sqrt(head_dim); 1.0 is the no-scale ablation.
         self.scale: float | None = None if config.scale_attention else 1.0
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, S, d = x.shape
-        q, k, v = self.qkv(x).split(d, dim=2)  # 3 x (B, S, d)
-        q = q.view(B, S, self.n_heads, d // self.n_heads).transpose(1, 2)  # (B, nh, S, hs)
-        k = k.view(B, S, self.n_heads, d // self.n_heads).transpose(1, 2)  # (B, nh, S, hs)
-        v = v.view(B, S, self.n_heads, d // self.n_heads).transpose(1, 2)  # (B, nh, S, hs)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale)  # (B, nh, S, hs)
-        y = y.transpose(1, 2).reshape(B, S, d)  # (B, S, d), heads concatenated
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        B, S, _ = x.shape
+        q, k, v = self.qkv(x).split(self.split, dim=2)  # (B, S, nh·hs), 2 x (B, S, nkv·hs)
+        q = q.view(B, S, self.n_heads, self.head_dim).transpose(1, 2)  # (B, nh, S, hs)
+        k = k.view(B, S, self.kv_heads, self.head_dim).transpose(1, 2)  # (B, nkv, S, hs)
+        v = v.view(B, S, self.kv_heads, self.head_dim).transpose(1, 2)  # (B, nkv, S, hs)
+        if self.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        if rope is not None:
+            q, k = apply_rope(q, *rope), apply_rope(k, *rope)
+        grouped = self.kv_heads != self.n_heads  # each kv head serves n_heads / kv_heads query heads
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scale, enable_gqa=grouped)
+        y = y.transpose(1, 2).reshape(B, S, self.n_heads * self.head_dim)  # (B, S, nh·hs), heads concatenated
         return self.out_proj(y)
 
 
 class MLP(nn.Module):
-    """d_model -> d_mlp -> GELU -> d_model."""
+    """d_model -> d_mlp -> GELU -> d_model, or the gated down(silu(gate(x)) * up(x)) (``mlp="swiglu"``)."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        self.up = nn.Linear(config.d_model, config.d_mlp)
-        self.down = nn.Linear(config.d_mlp, config.d_model)
+        if config.mlp == "swiglu":
+            self.gate = nn.Linear(config.d_model, config.d_mlp, bias=config.mlp_bias)
+        self.up = nn.Linear(config.d_model, config.d_mlp, bias=config.mlp_bias)
+        self.down = nn.Linear(config.d_mlp, config.d_model, bias=config.mlp_bias)
+        self.gated = config.mlp == "swiglu"
         self.gelu_approximate = config.gelu  # "none" (exact erf) or "tanh"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.gated:
+            if torch.is_grad_enabled():
+                return self.down(F.silu(self.gate(x)) * self.up(x))
+            # without autograd: silu in place on the fresh gate projection, times up in place
+            return self.down(F.silu(self.gate(x), inplace=True).mul_(self.up(x)))
         # GELU in place on the fresh up-projection: no second d_mlp-wide buffer (autograd saves what
         # gelu's backward needs). Same values as F.gelu.
         return self.down(torch.ops.aten.gelu_(self.up(x), approximate=self.gelu_approximate))
@@ -90,12 +163,12 @@ class Block(nn.Module):
         self.mlp = MLP(config)
         self.residual = config.residual
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         # Each skip is added in place into the branch output, a fresh tensor that no backward
         # needs: one activation buffer fewer per add. a + h == h + a exactly, so values are unchanged.
-        if self.residual == "parallel":  # h' = h + Attn(LN1(h)) + MLP(LN2(h))  (PaLM / GPT-J)
-            return self.attn(self.ln1(h)).add_(h).add_(self.mlp(self.ln2(h)))
-        t = self.attn(self.ln1(h)).add_(h)  # t = h + Attn(LN1(h))
+        if self.residual == "parallel":  # h' = h + Attn(LN1(h)) + MLP(LN2(h))  (PaLM / GPT-J / NeoX)
+            return self.attn(self.ln1(h), rope).add_(h).add_(self.mlp(self.ln2(h)))
+        t = self.attn(self.ln1(h), rope).add_(h)  # t = h + Attn(LN1(h))
         if self.residual == "standard":  # h' = t + MLP(LN2(t))
             return self.mlp(self.ln2(t)).add_(t)
         if self.residual == "input-skip":  # h' = h + MLP(LN2(t))
@@ -110,9 +183,14 @@ class Transformer(nn.Module):
         super().__init__()
         self.config = config
         self.token_embedding = nn.Embedding(config.vocab_size, config.d_model)
-        self.position_embedding = nn.Embedding(config.max_seq_len, config.d_model)
+        if config.positions == "learned":
+            self.position_embedding = nn.Embedding(config.max_seq_len, config.d_model)
+        else:  # RoPE: the frequencies are a function of the config, not weights (float32, on the CPU)
+            self.inv_freq = rope_inv_freq(config)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layers))
         self.ln_final = make_norm(config)
+        if not config.tied_head:
+            self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         self.apply(_init_gpt2)
         # GPT-2's scaled init: each residual projection (attention out, MLP down) adds into the
         # residual stream once per block, so its std is 0.02 / sqrt(2 · n_layers).
@@ -127,11 +205,22 @@ class Transformer(nn.Module):
             self.check_input(ids)
             if ids.device.type == "cpu":  # free on the CPU; on a GPU it would sync every call
                 check_ids(ids, self.config)
-        positions = self.position_embedding.weight[: ids.shape[1]]  # (S, d): rows 0..S-1, no lookup
-        h = self.token_embedding(ids).add_(positions)  # (B, S, d)
+        h = self.token_embedding(ids)  # (B, S, d)
+        rope = None
+        if self.config.positions == "learned":
+            h = h.add_(self.position_embedding.weight[: ids.shape[1]])  # rows 0..S-1, no lookup
+        else:
+            if self.inv_freq.device != ids.device:
+                self.inv_freq = self.inv_freq.to(ids.device)
+            rope = rope_cos_sin(self.inv_freq, ids.shape[1], h.dtype)  # 2 x (S, r)
         for block in self.blocks:
-            h = block(h)
-        return F.linear(self.ln_final(h), self.token_embedding.weight)  # (B, S, V), tied head
+            h = block(h, rope)
+        return F.linear(self.ln_final(h), self.head_weight)  # (B, S, V)
+
+    @property
+    def head_weight(self) -> torch.Tensor:
+        """The LM head's weight [V, d]: the word embeddings when tied."""
+        return self.token_embedding.weight if self.config.tied_head else self.lm_head.weight
 
     def check_input(self, ids: torch.Tensor) -> None:
         """Raise :class:`InputError` for ids of a shape, dtype or length the model cannot take (no sync)."""
@@ -142,6 +231,12 @@ class Transformer(nn.Module):
         seq_len = ids.shape[1]
         if seq_len < 1:
             raise InputError("input ids are empty; give at least one token")
+        if self.config.max_seq_len >= seq_len > self.config.longest_sequence:
+            raise InputError(
+                f"sequence length {seq_len} is wider than the model's sliding attention window of "
+                f"{self.config.sliding_window} tokens, which the toolkit's model does not implement; "
+                "shorten the input"
+            )
         if seq_len > self.config.max_seq_len:
             raise InputError(
                 f"sequence length {seq_len} exceeds max_seq_len={self.config.max_seq_len}; "
@@ -169,7 +264,7 @@ def residual_init_std(n_layers: int) -> float:
 
 
 def _init_gpt2(module: nn.Module) -> None:
-    """GPT-2's initialisation: N(0, 0.02) weights, zero biases, unit norm gains."""
+    """GPT-2's initialisation: N(0, 0.02) weights, zero biases, unit norm gains (their own default)."""
     if isinstance(module, nn.Linear | nn.Embedding):
         nn.init.normal_(module.weight, mean=0.0, std=0.02)
     if isinstance(module, nn.Linear) and module.bias is not None:

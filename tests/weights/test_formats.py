@@ -246,9 +246,9 @@ def test_bad_checkpoints_are_one_line_each(
         (
             [
                 "--weights",
-                str(_hf_dir(hf, tmp_path / "llama", model_type="llama", architectures=["LlamaForCausalLM"])),
+                str(_hf_dir(hf, tmp_path / "moe", model_type="mixtral", architectures=["MixtralForCausalLM"])),
             ],
-            "describes a llama model (LlamaForCausalLM)",
+            "describes a mixture of experts (mixtral, MixtralForCausalLM)",
         ),
         (["--weights", str(_hf_dir(hf, tmp_path / "heads", n_head=5))], "not divisible by n_heads=5"),
         (["--weights", str(sharded)], "names the shard"),

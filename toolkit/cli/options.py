@@ -44,7 +44,8 @@ ConfigFile = Annotated[
     Path | None,
     typer.Option(
         "--config",
-        help="JSON or TOML file of ModelConfig fields; flags override it.",
+        help="JSON or TOML file of ModelConfig fields, or a Hugging Face config.json (GPT-2, Llama, Mistral, "
+        "Qwen2, Qwen3, GPT-NeoX: no weights needed); flags override it.",
         rich_help_panel=MODEL,
     ),
 ]
@@ -60,19 +61,21 @@ ModelWeights = Annotated[
     Path | None,
     typer.Option(
         "--weights",
-        help="Take the model's config from this checkpoint (a Hugging Face GPT-2 directory, a nanoGPT "
+        help="Take the model's config from this checkpoint (a Hugging Face directory: GPT-2, Llama, "
+        "Mistral, Qwen2, Qwen3 or GPT-NeoX; a nanoGPT "
         "ckpt.pt, the supplied format or a toolkit export, as load-weights reads them); the size flags "
         "and --config cannot be combined with it.",
         rich_help_panel=MODEL,
     ),
 ]
-FormatName = Literal["auto", "hf-gpt2", "nanogpt", "supplied", "toolkit"]  # toolkit.weights.FORMATS
+FormatName = Literal["auto", "hf", "hf-gpt2", "nanogpt", "supplied", "toolkit"]  # toolkit.weights.FORMATS
 Format = Annotated[
     FormatName,
     typer.Option(
         "--format",
-        help="Checkpoint format of --weights; auto tells it from the content: a Hugging Face GPT-2 "
-        "directory or state dict, a nanoGPT ckpt.pt, the supplied format, or a toolkit export.",
+        help="Checkpoint format of --weights; auto tells it from the content: a Hugging Face directory "
+        "of a Llama, Mistral, Qwen2, Qwen3 or GPT-NeoX model (hf), a Hugging Face GPT-2 directory or state "
+        "dict, a nanoGPT ckpt.pt, the supplied format, or a toolkit export.",
         rich_help_panel=CHECKPOINT,
     ),
 ]
@@ -96,7 +99,8 @@ Weights = Annotated[
     Path | None,
     typer.Option(
         "--weights",
-        help="Checkpoint: a Hugging Face GPT-2 directory (save_pretrained), a nanoGPT ckpt.pt, a file in the "
+        help="Checkpoint: a Hugging Face directory (save_pretrained) of GPT-2, Llama, Mistral, Qwen2, Qwen3 "
+        "or GPT-NeoX, a nanoGPT ckpt.pt, a file in the "
         "supplied format (.safetensors, .pt, .pth), or a toolkit export. "
         "Default: the shipped weights/reference_model.safetensors, looked up in ./weights, then in the "
         "source tree the package was installed from.",

@@ -1,5 +1,7 @@
 """Which checkpoint format a path holds, read from its content, and each format's own config.
 
+- ``hf``: a Hugging Face directory of a model family (``model_type`` llama, mistral, qwen2, qwen3 or
+  gpt_neox; ``toolkit.families`` reads its config, ``toolkit.weights.families`` its keys);
 - ``hf-gpt2``: a Hugging Face GPT-2 directory (``config.json`` with ``model_type: "gpt2"`` and
   ``model.safetensors``, sharded safetensors with ``model.safetensors.index.json``, or an older
   ``pytorch_model.bin``), or a bare state dict with GPT-2's key names and Conv1D's [in, out] layout;
@@ -22,25 +24,14 @@ from typing import Any
 import torch
 
 from toolkit.errors import WeightsError, setting
+from toolkit.families import GPT2_KEYS, hf_config
 from toolkit.weights.files import as_state_dict, read_tensors
 
-FORMATS = ("auto", "hf-gpt2", "nanogpt", "supplied", "toolkit")
+FORMATS = ("auto", "hf", "hf-gpt2", "nanogpt", "supplied", "toolkit")
 EXPORT_METADATA_KEY = "toolkit_config"
 HF_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 COMPILE_PREFIX = "_orig_mod."  # torch.compile's wrapper in nanoGPT's saved state dicts
-HF_GELU = {"gelu": "none", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu_fast": "tanh"}
-"""HF activation_function -> ModelConfig.gelu ("none": exact erf GELU)."""
-HF_KEYS = {
-    "vocab_size": "vocab_size",
-    "max_seq_len": "n_positions",
-    "d_model": "n_embd",
-    "n_heads": "n_head",
-    "n_layers": "n_layer",
-    "d_mlp": "n_inner (null: 4·n_embd)",
-    "norm_eps": "layer_norm_epsilon",
-    "gelu": "activation_function",
-    "scale_attention": "scale_attn_weights",
-}
+HF_KEYS = GPT2_KEYS
 NANOGPT_KEYS = {
     "vocab_size": "vocab_size",
     "max_seq_len": "block_size",
@@ -60,12 +51,13 @@ class Checkpoint:
     """A checkpoint's tensors, its format, and the config fields it records (with their source)."""
 
     path: Path
-    checkpoint_format: str  # "hf-gpt2", "nanogpt", "supplied" or "toolkit"
+    checkpoint_format: str  # "hf", "hf-gpt2", "nanogpt", "supplied" or "toolkit"
     tensors: dict[str, torch.Tensor]
     metadata: dict[str, str] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)  # ModelConfig fields the checkpoint states
     config_source: str = ""  # where they were read ("config.json", "model_args")
     config_keys: dict[str, str] = field(default_factory=dict)  # field -> the format's own name for it
+    model_type: str = ""  # a Hugging Face directory's model_type
 
 
 def open_checkpoint(path: str | Path, checkpoint_format: str = "auto") -> Checkpoint:
@@ -89,6 +81,7 @@ def open_checkpoint(path: str | Path, checkpoint_format: str = "auto") -> Checkp
 
 def _describe(checkpoint_format: str) -> str:
     return {
+        "hf": "Hugging Face checkpoint of a model family (Llama, Mistral, Qwen2, Qwen3, GPT-NeoX)",
         "hf-gpt2": "Hugging Face GPT-2 checkpoint",
         "nanogpt": "nanoGPT checkpoint",
         "supplied": "checkpoint in the supplied format",
@@ -150,7 +143,7 @@ def _read_hf_directory(path: Path) -> Checkpoint:
     config_file = path / "config.json"
     if not config_file.is_file():
         raise WeightsError(
-            f"{path} is a directory without config.json; pass a Hugging Face GPT-2 directory "
+            f"{path} is a directory without config.json; pass a Hugging Face directory "
             "(config.json and model.safetensors, as save_pretrained writes) or a checkpoint file"
         )
     try:
@@ -160,8 +153,8 @@ def _read_hf_directory(path: Path) -> Checkpoint:
             f"{config_file} is not valid JSON ({exc}); write it again with save_pretrained"
         ) from None
     if not isinstance(raw, dict):
-        raise WeightsError(f"{config_file} must hold one JSON object (a GPT2Config)")
-    config = _hf_config(raw, config_file)
+        raise WeightsError(f"{config_file} must hold one JSON object (a model's config)")
+    config, keys = hf_config(raw, str(config_file), WeightsError)  # refuses what the model cannot be
     weights = next((path / name for name in HF_WEIGHT_FILES if (path / name).is_file()), None)
     if weights is None:
         raise WeightsError(
@@ -173,7 +166,10 @@ def _read_hf_directory(path: Path) -> Checkpoint:
     else:
         content, _ = read_tensors(weights, allow_bin=True)
         tensors = as_state_dict(content, weights)
-    return Checkpoint(path, "hf-gpt2", _hf_key_names(tensors), {}, config, "config.json", HF_KEYS)
+    model_type = str(raw["model_type"])
+    if model_type != "gpt2":
+        return Checkpoint(path, "hf", tensors, {}, config, "config.json", keys, model_type)
+    return Checkpoint(path, "hf-gpt2", _hf_key_names(tensors), {}, config, "config.json", keys, model_type)
 
 
 def _hf_key_names(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -203,47 +199,6 @@ def _read_shards(index_file: Path) -> dict[str, torch.Tensor]:
     if missing:
         raise WeightsError(f"{index_file} lists tensors no shard holds: {', '.join(missing[:4])}")
     return tensors
-
-
-def _hf_config(raw: dict[str, Any], where: Path) -> dict[str, Any]:
-    """GPT2Config's fields as ModelConfig fields; what the toolkit's model cannot be is refused."""
-    model_type = raw.get("model_type")
-    if model_type != "gpt2":
-        architectures = ", ".join(map(str, raw.get("architectures") or [])) or "unknown architecture"
-        raise WeightsError(
-            f"{where} describes a {model_type or 'model without model_type'} model ({architectures}), not "
-            "GPT-2; the toolkit's model is GPT-2's architecture and cannot load it"
-        )
-    for flag in ("scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn"):
-        if raw.get(flag):
-            raise WeightsError(
-                f"{where} sets {flag}: true, which the toolkit's model does not implement; loading it "
-                "would give a subtly different model"
-            )
-    activation = raw.get("activation_function", "gelu_new")
-    if activation not in HF_GELU:
-        raise WeightsError(
-            f"{where}: activation_function {activation!r} is not a GELU the toolkit's model has "
-            f"({', '.join(HF_GELU)})"
-        )
-    try:
-        d_model = int(raw["n_embd"])
-        inner = raw.get("n_inner")
-        return {
-            "vocab_size": int(raw["vocab_size"]),
-            "max_seq_len": int(raw["n_positions"]),
-            "d_model": d_model,
-            "n_heads": int(raw["n_head"]),
-            "n_layers": int(raw["n_layer"]),
-            "d_mlp": 4 * d_model if inner is None else int(inner),
-            "norm_eps": float(raw.get("layer_norm_epsilon", 1e-5)),
-            "gelu": HF_GELU[activation],
-            "scale_attention": bool(raw.get("scale_attn_weights", True)),
-        }
-    except (KeyError, TypeError, ValueError) as exc:
-        raise WeightsError(
-            f"{where} lacks a valid GPT-2 size ({exc}); write it again with save_pretrained"
-        ) from None
 
 
 # --------------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from toolkit.files import atomic_path, check_output_file
 from toolkit.model import Transformer
 from toolkit.progress import ProgressCallback
 from toolkit.weights.examples import check_examples, read_examples
+from toolkit.weights.families import family_state
 from toolkit.weights.files import refuse_non_float, shape_text
 from toolkit.weights.formats import EXPORT_METADATA_KEY, Checkpoint, open_checkpoint
 from toolkit.weights.mapping import (
@@ -329,10 +330,31 @@ def read_checkpoint(
                 f"drop {setting('mapping')}"
             )
         return _read_export(checkpoint.tensors, checkpoint.metadata, checkpoint.path)
+    if checkpoint.checkpoint_format == "hf":
+        if mapping is not None:
+            raise WeightsError(
+                f"{checkpoint.path} is a Hugging Face {checkpoint.model_type} directory, whose key names the "
+                f"toolkit knows; drop {setting('mapping')}"
+            )
+        return _read_family(checkpoint)
     key_mapping = (
         read_mapping(mapping) if mapping is not None else builtin_mapping(checkpoint.checkpoint_format)
     )
     return _read_mapped(checkpoint, key_mapping)
+
+
+def _read_family(checkpoint: Checkpoint) -> _Readable:
+    """A model family's Hugging Face directory: its config.json is the whole config."""
+    try:
+        config = from_dict(checkpoint.config)
+    except ConfigError as exc:
+        raise WeightsError(f"{checkpoint.path}/config.json describes no model the toolkit can build: {exc}") from None
+    state = family_state(
+        checkpoint.tensors, checkpoint.model_type, config, _parameter_shapes(config), str(checkpoint.path)
+    )
+    sources = {name: f"config.json: {key}" for name, key in checkpoint.config_keys.items()}
+    origin = f"built-in (hf {checkpoint.model_type})"
+    return _Readable(config, lambda heads: state, sources, origin, "hf", config.n_heads)
 
 
 def _check_heads_flag(readable: _Readable, n_heads: int | None) -> None:
