@@ -94,3 +94,7 @@ class MatmulError(ToolkitError, RuntimeError):
 
 class WorkerDiedError(MatmulError):
     """A worker process of the parallel matrix product died (killed, out of memory, crashed)."""
+
+
+class InsufficientMemoryError(ToolkitError, MemoryError):
+    """A model, or the pass asked of it, that needs more memory than the device has available."""

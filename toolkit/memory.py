@@ -7,6 +7,8 @@ and the bytes autograd keeps for the backward pass.
 - :func:`peak_memory`: peak bytes allocated inside a block, on any device (CUDA statistics, or live
   tensor storages tracked per op on the CPU, which is deterministic).
 - :func:`saved_tensor_bytes`: distinct storages saved for backward, seen through saved-tensor hooks.
+- :func:`check_fits`: admission before any work: the bytes a model and its forward pass need (an
+  estimate from the config) against what the device has available (RAM, or free CUDA memory).
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from toolkit.config import ModelConfig
 from toolkit.device import synchronize
+from toolkit.errors import InsufficientMemoryError, setting
 
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -184,3 +188,77 @@ def saved_tensor_bytes(
     del output
     total = sum(saved.values())
     return total, total - sum(size for key, size in saved.items() if key in excluded)
+
+
+# --------------------------------------------------------------------------------------------------
+# Admission: will it fit?
+
+ACTIVATION_MARGIN = 1.5
+"""Measured peaks of one forward pass ran up to about 1.3× the tensors counted below (temporaries)."""
+
+
+def weight_bytes(config: ModelConfig, element_size: int) -> int:
+    """Bytes of the model's weights, counted from the config alone (the meta device: no memory)."""
+    from toolkit.model import Transformer  # the model imports this module's neighbours
+
+    with torch.device("meta"):
+        model = Transformer(config)
+    return sum(p.numel() for p in model.parameters()) * element_size
+
+
+def forward_bytes(config: ModelConfig, batch: int, seq_len: int, element_size: int) -> int:
+    """An upper estimate of the activations one inference forward pass holds at its widest point: the
+    residual stream and its normalised copy, q|k|v, the MLP's hidden width (two of it when gated) and
+    the logits, all at once, times a margin for temporaries."""
+    tokens = batch * seq_len
+    qkv = (config.n_heads + 2 * config.kv_heads) * config.head_dim
+    mlp = (2 if config.mlp == "swiglu" else 1) * config.d_mlp
+    per_token = 4 * config.d_model + 2 * qkv + mlp + config.vocab_size
+    return int(ACTIVATION_MARGIN * tokens * per_token * element_size)
+
+
+def available_bytes(device: torch.device) -> int | None:
+    """Memory a new allocation can take: free CUDA memory, or the kernel's MemAvailable (None: unknown)."""
+    if device.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def memory_shortfall(
+    config: ModelConfig, device: torch.device, element_size: int, batch: int, seq_len: int, copies: int = 1
+) -> str | None:
+    """Why ``copies`` models of ``config`` and one forward pass of batch × seq_len will not fit on
+    ``device`` (a sentence naming both figures and what to lower), or None when they fit."""
+    weights = copies * weight_bytes(config, element_size)
+    activations = forward_bytes(config, batch, seq_len, element_size)
+    available = available_bytes(device)
+    if available is None or weights + activations <= available:
+        return None
+    where = "free CUDA memory" if device.type == "cuda" else "available RAM"
+    return (
+        f"the model needs about {_gib(weights)} of weights and {_gib(activations)} of activations for batch "
+        f"{batch} × {seq_len} tokens, {_gib(weights + activations)} in all, but the {where} is "
+        f"{_gib(available)}; lower the model's size ({setting('d_model')}, {setting('n_layers')}, "
+        f"{setting('d_mlp')}, {setting('vocab_size')}), {setting('seq_len')} or {setting('batch')}, or "
+        "use a smaller dtype"
+    )
+
+
+def check_fits(
+    config: ModelConfig, device: torch.device, element_size: int, batch: int, seq_len: int, copies: int = 1
+) -> None:
+    """Raise :class:`InsufficientMemoryError` before any work when :func:`memory_shortfall` finds one."""
+    shortfall = memory_shortfall(config, device, element_size, batch, seq_len, copies)
+    if shortfall is not None:
+        raise InsufficientMemoryError(shortfall)
+
+
+def _gib(n_bytes: int) -> str:
+    return f"{n_bytes / 2**30:.1f} GiB" if n_bytes >= 2**30 else f"{n_bytes / 2**20:.0f} MiB"

@@ -62,12 +62,30 @@ class ToolkitGroup(TyperGroup):
             raise SystemExit(130) from None
         except ToolkitError as exc:
             fail(exc.describe(FLAGS))
+        except (MemoryError, RuntimeError) as exc:  # torch.OutOfMemoryError is a RuntimeError
+            if not _out_of_memory(exc):
+                raise
+            fail(
+                f"ran out of memory: {str(exc).splitlines()[0][:200]}; lower the model's size, --seq-len or "
+                "--batch, or use a smaller --dtype"
+            )
         except BrokenPipeError:
             raise SystemExit(1) from None
         code = status if isinstance(status, int) else 0
         if standalone_mode:
             raise SystemExit(code)
         return code
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    """An allocation that failed after admission (the estimate was short, or memory was taken since)."""
+    text = str(exc)
+    return (
+        isinstance(exc, MemoryError)
+        or type(exc).__name__ == "OutOfMemoryError"
+        or "can't allocate memory" in text
+        or "out of memory" in text.lower()
+    )
 
 
 app = typer.Typer(

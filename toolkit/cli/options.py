@@ -182,9 +182,12 @@ TextWindow = Annotated[
 
 FLAGS = {
     "backend": "--backend",
+    "batch": "--batch",
     "budget_s": "--budget",
     "compile": "--compile",
     "csv": "--csv",
+    "d_mlp": "--mlp",
+    "d_model": "--d-model",
     "data": "--data",
     "device": "--device",
     "dtype": "--dtype",
@@ -196,6 +199,7 @@ FLAGS = {
     "mapping": "--mapping",
     "max_seq_len": "--max-seq-len",
     "n_heads": "--heads",
+    "n_layers": "--layers",
     "norm": "--norm",
     "plot": "--plot",
     "plots_dir": "--plots-dir",
@@ -208,6 +212,7 @@ FLAGS = {
     "tokenizer": "--tokenizer",
     "threads": "--threads",
     "values": "--values",
+    "vocab_size": "--vocab",
     "vary": "--vary",
     "weights": "--weights",
     "workers": "--workers",

@@ -37,14 +37,17 @@ def params_command(
     )
     from toolkit.device import resolve_device, resolve_dtype
     from toolkit.studies.params import count_report, measure_params
-    from toolkit.tables.params import bytes_table, components_table, memory_table, summary_text
+    from toolkit.tables.params import bytes_table, components_table, kv_cache_table, memory_table, summary_text
 
     torch_device, torch_dtype = resolve_device(device), resolve_dtype(dtype)
     if measure:
         report = measure_params(config, torch_device, torch_dtype, seq_len=seq_len, batch=batch)
     else:
         report = count_report(config, dtype)
-    tables = [components_table(report), bytes_table(report)]
+    tables = [components_table(report), bytes_table(report), kv_cache_table(report)]
     if report.memory is not None:
         tables.append(memory_table(report))
-    Output(json).finish({**report.to_dict(), "summary": summary_text(report)}, *tables, summary_text(report))
+    out = Output(json)
+    if report.memory_skipped is not None:
+        out.note(report.memory_skipped)
+    out.finish({**report.to_dict(), "summary": summary_text(report)}, *tables, summary_text(report))

@@ -1,6 +1,9 @@
-"""How big is the model: parameters per component, bytes per dtype, and the memory it really takes.
+"""How big is the model: parameters per component, bytes per dtype, the KV cache, and the memory it
+really takes.
 
-Counts come from the model's own parameters (the tied LM head counted once). Memory is measured:
+Counts come from the model's own parameters (the tied LM head counted once); the attention's are
+also split into its q, k|v and output projections (grouped kv heads make k|v smaller). The KV cache
+holds 2 · layers · kv_heads · head_dim values per token. Memory is measured:
 the process's resident set growth when the model is built, and the peak of one forward pass.
 On the CPU the peak is the kernel's resident high-water mark (reset through /proc/self/clear_refs),
 or RSS sampled every millisecond where that is not available; on CUDA it is
@@ -18,8 +21,8 @@ import torch
 
 from toolkit.config import ModelConfig
 from toolkit.device import device_name
-from toolkit.memory import cuda_peak_during, peak_rss_during, rss_bytes
-from toolkit.model import Block, Transformer
+from toolkit.memory import cuda_peak_during, memory_shortfall, peak_rss_during, rss_bytes
+from toolkit.model import Block, CausalSelfAttention, Transformer
 
 BYTES_PER_ELEMENT = {"float32": 4, "bfloat16/float16": 2, "int8": 1}
 
@@ -56,6 +59,22 @@ class ParamsReport:
     total_params: int
     bytes_by_dtype: dict[str, int]
     memory: MemoryMeasurement | None
+    attention_parts: dict[str, int]  # summed over the blocks: q, k|v and output projections, q/k norms
+    memory_skipped: str | None = None  # why memory was not measured (the model would not fit)
+
+    @property
+    def kv_values_per_token(self) -> int:
+        """Values the KV cache holds per token: 2 (k and v) · layers · kv_heads · head_dim."""
+        return 2 * self.config.n_layers * self.config.kv_heads * self.config.head_dim
+
+    @property
+    def kv_cache_bytes_per_token(self) -> int:
+        return self.kv_values_per_token * self.element_size
+
+    @property
+    def kv_cache_bytes_full_context(self) -> int:
+        """The cache at the model's full context (max_seq_len tokens)."""
+        return self.kv_cache_bytes_per_token * self.config.max_seq_len
 
     @property
     def element_size(self) -> int:
@@ -72,6 +91,15 @@ class ParamsReport:
             "shared_components": {c.component: c.shared_with for c in self.by_component if c.shared_with},
             "bytes_by_dtype": self.bytes_by_dtype,
             "memory": asdict(self.memory) if self.memory is not None else None,
+            "memory_skipped": self.memory_skipped,
+            "attention_parts": dict(self.attention_parts),
+            "kv_cache_values_per_token": self.kv_values_per_token,
+            "kv_cache_bytes_per_token": self.kv_cache_bytes_per_token,
+            "kv_cache_bytes_full_context": self.kv_cache_bytes_full_context,
+            "kv_cache_context_tokens": self.config.max_seq_len,
+            "kv_cache_bytes_per_token_by_dtype": {
+                name: self.kv_values_per_token * size for name, size in BYTES_PER_ELEMENT.items()
+            },
         }
 
     def to_frame(self) -> pd.DataFrame:
@@ -80,21 +108,38 @@ class ParamsReport:
 
 def count_params(model: Transformer) -> list[ComponentCount]:
     """Parameters per component, in model order; the tied LM head is listed with 0 of its own."""
-    rows = [
-        ComponentCount("token embedding", _numel(model.token_embedding)),
-        ComponentCount("position embedding", _numel(model.position_embedding)),
-    ]
+    rows = [ComponentCount("token embedding", _numel(model.token_embedding))]
+    if model.config.positions == "learned":  # RoPE has no weights
+        rows.append(ComponentCount("position embedding", _numel(model.position_embedding)))
     for index, block in enumerate(cast(list[Block], model.blocks)):
         rows.append(ComponentCount(f"block {index} attention", _numel(block.attn)))
         rows.append(ComponentCount(f"block {index} MLP", _numel(block.mlp)))
         rows.append(ComponentCount(f"block {index} norms", _numel(block.ln1) + _numel(block.ln2)))
     rows.append(ComponentCount("final norm", _numel(model.ln_final)))
-    rows.append(ComponentCount("LM head", 0, shared_with="token embedding"))
+    if model.config.tied_head:
+        rows.append(ComponentCount("LM head", 0, shared_with="token embedding"))
+    else:
+        rows.append(ComponentCount("LM head", _numel(model.lm_head)))
     counted = sum(row.params for row in rows)
     unique = sum(p.numel() for p in model.parameters())  # parameters() yields a tied tensor once
     if counted != unique:
         raise AssertionError(f"component counts sum to {counted}, the model has {unique} parameters")
     return rows
+
+
+def attention_parts(model: Transformer) -> dict[str, int]:
+    """The attention's parameters over all blocks, by projection (weights and biases)."""
+    parts = {"q projection": 0, "k and v projections": 0, "output projection": 0, "q/k norms": 0}
+    for block in cast(list[Block], model.blocks):
+        attn = cast(CausalSelfAttention, block.attn)
+        q_rows, kv_rows, _ = attn.split
+        per_row = attn.qkv.in_features + (1 if attn.qkv.bias is not None else 0)
+        parts["q projection"] += q_rows * per_row
+        parts["k and v projections"] += 2 * kv_rows * per_row
+        parts["output projection"] += _numel(attn.out_proj)
+        if attn.qk_norm:
+            parts["q/k norms"] += _numel(attn.q_norm) + _numel(attn.k_norm)
+    return parts
 
 
 def _numel(module: torch.nn.Module) -> int:
@@ -105,15 +150,21 @@ def _element_size(dtype: str) -> int:
     return torch.empty((), dtype=getattr(torch, dtype)).element_size()
 
 
-def count_report(config: ModelConfig, dtype: str = "float32") -> ParamsReport:
-    """Counts and bytes only (no measurement); builds the model on the meta device, so it is instant."""
+def count_report(config: ModelConfig, dtype: str = "float32", memory_skipped: str | None = None) -> ParamsReport:
+    """Counts and bytes only (no measurement); builds the model on the meta device, so it is instant
+    and allocates nothing, whatever the model's size."""
     with torch.device("meta"):
         model = Transformer(config)
-    return _report(model, config, dtype, "meta", memory=None)
+    return _report(model, config, dtype, "meta", memory=None, memory_skipped=memory_skipped)
 
 
 def _report(
-    model: Transformer, config: ModelConfig, dtype: str, name: str, memory: MemoryMeasurement | None
+    model: Transformer,
+    config: ModelConfig,
+    dtype: str,
+    name: str,
+    memory: MemoryMeasurement | None,
+    memory_skipped: str | None = None,
 ) -> ParamsReport:
     rows = count_params(model)
     total = sum(row.params for row in rows)
@@ -125,6 +176,8 @@ def _report(
         total_params=total,
         bytes_by_dtype={name: total * size for name, size in BYTES_PER_ELEMENT.items()},
         memory=memory,
+        attention_parts=attention_parts(model),
+        memory_skipped=memory_skipped,
     )
 
 
@@ -135,13 +188,21 @@ def measure_params(
     seq_len: int | None = None,
     batch: int = 1,
 ) -> ParamsReport:
-    """Count the parameters and measure the memory of building the model and of one forward pass."""
+    """Count the parameters and measure the memory of building the model and of one forward pass.
+
+    A model (or forward pass) that would not fit in the device's available memory is only counted,
+    on the meta device; the report's ``memory_skipped`` says why, with both figures.
+    """
     seq_len = config.sequence_length(seq_len)
+    dtype_name = str(dtype).removeprefix("torch.")
+    element_size = torch.empty((), dtype=dtype).element_size()
+    shortfall = memory_shortfall(config, device, element_size, batch, seq_len)
+    if shortfall is not None:
+        return count_report(config, dtype_name, memory_skipped=f"memory not measured: {shortfall}")
     if device.type == "cuda":
         model, memory = _measure_cuda(config, device, dtype, seq_len, batch)
     else:
         model, memory = _measure_cpu(config, dtype, seq_len, batch)
-    dtype_name = str(dtype).removeprefix("torch.")
     return _report(model, config, dtype_name, device_name(device), memory)
 
 
