@@ -8,7 +8,7 @@ import typer
 
 from toolkit.cli import options as opt
 from toolkit.cli.app import app
-from toolkit.cli.output import Output
+from toolkit.cli.output import Output, flagged
 
 
 @app.command("params", help="Model size: parameters per component, bytes per dtype, measured RAM.")
@@ -48,6 +48,8 @@ def params_command(
     if report.memory is not None:
         tables.append(memory_table(report))
     out = Output(json)
+    data = {**report.to_dict(), "summary": summary_text(report)}
     if report.memory_skipped is not None:
         out.note(report.memory_skipped)
-    out.finish({**report.to_dict(), "summary": summary_text(report)}, *tables, summary_text(report))
+        data["memory_skipped"] = flagged(report.memory_skipped)
+    out.finish(data, *tables, summary_text(report))
