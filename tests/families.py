@@ -87,7 +87,9 @@ FAMILIES: dict[str, tuple[type[PreTrainedModel], PretrainedConfig]] = {
     # Qwen3: per-head q/k RMSNorm, head_dim 16 != 48 / 6
     "qwen3": (
         Qwen3ForCausalLM,
-        Qwen3Config(**COMMON, num_attention_heads=6, num_key_value_heads=2, head_dim=16, tie_word_embeddings=True),
+        Qwen3Config(
+            **COMMON, num_attention_heads=6, num_key_value_heads=2, head_dim=16, tie_word_embeddings=True
+        ),
     ),
     # Mistral with a window wider than every sequence
     "mistral": (

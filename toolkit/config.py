@@ -130,7 +130,9 @@ class ModelConfig:
         if isinstance(self.rope_original_max_seq_len, bool) or not isinstance(
             self.rope_original_max_seq_len, int
         ):
-            raise ConfigError(f"rope_original_max_seq_len must be an integer, got {self.rope_original_max_seq_len!r}")
+            raise ConfigError(
+                f"rope_original_max_seq_len must be an integer, got {self.rope_original_max_seq_len!r}"
+            )
 
     @property
     def head_dim(self) -> int:

@@ -26,13 +26,23 @@ HF_ACTIVATIONS = {"gelu": "none", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh
 # Each family's defaults for keys a config.json may leave out (those of transformers' config classes).
 _DEFAULTS: dict[str, dict[str, Any]] = {
     "llama": {"rms_norm_eps": 1e-6, "tie_word_embeddings": False, "max_position_embeddings": 2048},
-    "mistral": {"rms_norm_eps": 1e-6, "tie_word_embeddings": False, "max_position_embeddings": 131072,
-                "sliding_window": 4096},  # fmt: skip
+    "mistral": {
+        "rms_norm_eps": 1e-6,
+        "tie_word_embeddings": False,
+        "max_position_embeddings": 131072,
+        "sliding_window": 4096,
+    },
     "qwen2": {"rms_norm_eps": 1e-6, "tie_word_embeddings": False, "max_position_embeddings": 32768},
     "qwen3": {"rms_norm_eps": 1e-6, "tie_word_embeddings": False, "max_position_embeddings": 32768},
-    "gpt_neox": {"layer_norm_eps": 1e-5, "tie_word_embeddings": False, "max_position_embeddings": 2048,
-                 "partial_rotary_factor": 0.25, "use_parallel_residual": True, "attention_bias": True,
-                 "hidden_act": "gelu"},  # fmt: skip
+    "gpt_neox": {
+        "layer_norm_eps": 1e-5,
+        "tie_word_embeddings": False,
+        "max_position_embeddings": 2048,
+        "partial_rotary_factor": 0.25,
+        "use_parallel_residual": True,
+        "attention_bias": True,
+        "hidden_act": "gelu",
+    },
 }
 
 
@@ -94,7 +104,9 @@ def gpt2_config(raw: dict[str, Any], where: str, error: type[ToolkitError] = Con
             "scale_attention": bool(raw.get("scale_attn_weights", True)),
         }
     except (KeyError, TypeError, ValueError) as exc:
-        raise error(f"{where} lacks a valid GPT-2 size ({exc}); write it again with save_pretrained") from None
+        raise error(
+            f"{where} lacks a valid GPT-2 size ({exc}); write it again with save_pretrained"
+        ) from None
 
 
 def family_config(
@@ -109,8 +121,8 @@ def family_config(
     architectures = ", ".join(map(str, raw.get("architectures") or [])) or "unknown architecture"
     if model_type in MIXTURES_OF_EXPERTS or any(raw.get(key) for key in EXPERT_KEYS):
         raise error(
-            f"{where} describes a mixture of experts ({model_type}, {architectures}); the toolkit's model has "
-            "one dense MLP per block and cannot express it"
+            f"{where} describes a mixture of experts ({model_type}, {architectures}); the toolkit's model "
+            "has one dense MLP per block and cannot express it"
         )
     if model_type not in FAMILIES:
         raise error(
@@ -168,11 +180,18 @@ def _read_family(
 
 
 def _read_gpt_neox(
-    raw: dict[str, Any], fields: dict[str, Any], sources: dict[str, str], where: str, error: type[ToolkitError]
+    raw: dict[str, Any],
+    fields: dict[str, Any],
+    sources: dict[str, str],
+    where: str,
+    error: type[ToolkitError],
 ) -> None:
     activation = str(raw["hidden_act"])
     if activation not in HF_ACTIVATIONS:
-        raise error(f"{where}: hidden_act {activation!r} is not a GELU the toolkit's model has ({', '.join(HF_ACTIVATIONS)})")  # fmt: skip
+        raise error(
+            f"{where}: hidden_act {activation!r} is not a GELU the toolkit's model has "
+            f"({', '.join(HF_ACTIVATIONS)})"
+        )
     bias = bool(raw["attention_bias"])
     fields |= {
         "norm": "torch",
@@ -203,7 +222,8 @@ def _read_llama_like(
     activation = str(raw.get("hidden_act", "silu"))
     if activation != "silu":
         raise error(
-            f"{where}: hidden_act {activation!r} in a gated MLP; the toolkit's gated MLP is SiLU's (SwiGLU) only"
+            f"{where}: hidden_act {activation!r} in a gated MLP; the toolkit's gated MLP is SiLU's (SwiGLU) "
+            "only"
         )
     if model_type == "llama":  # attention_bias: q, k, v and o; mlp_bias: the three MLP projections
         qkv_bias = out_bias = bool(raw.get("attention_bias", False))
@@ -240,11 +260,15 @@ def _read_llama_like(
     if isinstance(layer_types, list) and "sliding_attention" not in layer_types and model_type != "mistral":
         uses_window = False
     if uses_window:
-        fields["sliding_window"], sources["sliding_window"] = int(window), "sliding_window"
+        fields["sliding_window"], sources["sliding_window"] = int(str(window)), "sliding_window"
 
 
 def _read_rope(
-    raw: dict[str, Any], fields: dict[str, Any], sources: dict[str, str], where: str, error: type[ToolkitError]
+    raw: dict[str, Any],
+    fields: dict[str, Any],
+    sources: dict[str, str],
+    where: str,
+    error: type[ToolkitError],
 ) -> None:
     """RoPE's theta, rotated fraction and scaling, from either config style."""
     parameters = raw.get("rope_parameters")

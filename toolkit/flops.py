@@ -78,14 +78,17 @@ def forward_flops(config: ModelConfig, batch: int = 1, seq_len: int | None = Non
     S = config.max_seq_len if seq_len is None else seq_len
     tokens = batch * S
     d, L = config.d_model, config.n_layers
+    q_width = config.n_heads * config.head_dim  # d, unless head_size is set apart
+    qkv_width = (config.n_heads + 2 * config.kv_heads) * config.head_dim  # 3d without grouped kv heads
+    up_projections = 2 if config.mlp == "swiglu" else 1  # gate and up
     return FlopCount(
         batch=batch,
         seq_len=S,
-        qkv=L * 2 * tokens * d * 3 * d,
-        attention_scores=L * 2 * batch * S * S * d,  # n_heads · (S × head_dim) @ (head_dim × S)
-        attention_values=L * 2 * batch * S * S * d,  # n_heads · (S × S) @ (S × head_dim)
-        out_proj=L * 2 * tokens * d * d,
-        mlp_up=L * 2 * tokens * d * config.d_mlp,
+        qkv=L * 2 * tokens * d * qkv_width,
+        attention_scores=L * 2 * batch * S * S * q_width,  # n_heads · (S × head_dim) @ (head_dim × S)
+        attention_values=L * 2 * batch * S * S * q_width,  # n_heads · (S × S) @ (S × head_dim)
+        out_proj=L * 2 * tokens * q_width * d,
+        mlp_up=L * 2 * tokens * d * config.d_mlp * up_projections,
         mlp_down=L * 2 * tokens * config.d_mlp * d,
         lm_head=2 * tokens * d * config.vocab_size,
     )

@@ -232,19 +232,26 @@ def available_bytes(device: torch.device) -> int | None:
 
 
 def memory_shortfall(
-    config: ModelConfig, device: torch.device, element_size: int, batch: int, seq_len: int, copies: int = 1
+    runs: Sequence[tuple[ModelConfig, int, int]],
+    device: torch.device,
+    element_size: int,
+    weights_loaded: bool = False,
 ) -> str | None:
-    """Why ``copies`` models of ``config`` and one forward pass of batch × seq_len will not fit on
-    ``device`` (a sentence naming both figures and what to lower), or None when they fit."""
-    weights = copies * weight_bytes(config, element_size)
-    activations = forward_bytes(config, batch, seq_len, element_size)
+    """Why the models of ``runs`` ((config, batch, seq_len), all held at once) and the widest of their
+    forward passes will not fit on ``device`` (a sentence naming both figures and what to lower), or
+    None when they fit. ``weights_loaded``: the weights already take their memory; only the passes
+    must fit in what is left."""
+    weights = 0 if weights_loaded else sum(weight_bytes(config, element_size) for config, _, _ in runs)
+    widest = max(runs, key=lambda run: forward_bytes(run[0], run[1], run[2], element_size))
+    activations = forward_bytes(widest[0], widest[1], widest[2], element_size)
     available = available_bytes(device)
     if available is None or weights + activations <= available:
         return None
     where = "free CUDA memory" if device.type == "cuda" else "available RAM"
+    models = "the model needs" if len(runs) == 1 else f"the {len(runs)} models held at once need"
     return (
-        f"the model needs about {_gib(weights)} of weights and {_gib(activations)} of activations for batch "
-        f"{batch} × {seq_len} tokens, {_gib(weights + activations)} in all, but the {where} is "
+        f"{models} about {_gib(weights)} of weights and {_gib(activations)} of activations for batch "
+        f"{widest[1]} × {widest[2]} tokens, {_gib(weights + activations)} in all, but the {where} is "
         f"{_gib(available)}; lower the model's size ({setting('d_model')}, {setting('n_layers')}, "
         f"{setting('d_mlp')}, {setting('vocab_size')}), {setting('seq_len')} or {setting('batch')}, or "
         "use a smaller dtype"
@@ -252,10 +259,13 @@ def memory_shortfall(
 
 
 def check_fits(
-    config: ModelConfig, device: torch.device, element_size: int, batch: int, seq_len: int, copies: int = 1
+    runs: Sequence[tuple[ModelConfig, int, int]],
+    device: torch.device,
+    element_size: int,
+    weights_loaded: bool = False,
 ) -> None:
     """Raise :class:`InsufficientMemoryError` before any work when :func:`memory_shortfall` finds one."""
-    shortfall = memory_shortfall(config, device, element_size, batch, seq_len, copies)
+    shortfall = memory_shortfall(runs, device, element_size, weights_loaded)
     if shortfall is not None:
         raise InsufficientMemoryError(shortfall)
 

@@ -10,7 +10,7 @@ from typing import get_args
 from toolkit import config, device
 from toolkit.cli import ablate, latency
 from toolkit.cli import options as opt
-from toolkit.studies.settings import VARY_CHOICES
+from toolkit.studies.settings import SWEEP_CHOICES
 
 COMMANDS = ("params", "latency", "load-weights", "ablate", "layernorm-compare", "matmul")
 HEAVY = (
@@ -56,7 +56,7 @@ def test_option_choices_match_the_library() -> None:
     """The CLI's Literal choices (kept torch-free) list exactly what the library accepts."""
     assert get_args(opt.DeviceName) == device.DEVICE_CHOICES
     assert get_args(opt.DtypeName) == tuple(device.DTYPES)
-    assert get_args(latency.VaryName) == (*VARY_CHOICES, "all")
+    assert get_args(latency.VaryName) == (*SWEEP_CHOICES, "all")
     assert get_args(ablate.GeluName) == config.GELU_VARIANTS
     assert get_args(ablate.NormName) == config.NORM_VARIANTS
     assert tuple(choice.value for choice in ablate.ResidualName) == config.RESIDUAL_VARIANTS

@@ -139,16 +139,22 @@ def test_load_weights_proves_a_family_checkpoint(tmp_path: Path) -> None:
     """`load-weights` proves a Llama directory against examples that transformers computed, and fails
     (exit 1) on examples from other weights."""
     reference, directory = write_family("llama-gqa-untied", tmp_path / "llama")
-    examples = [Example(ids, _logits(reference, ids[None])[0]) for ids in random_ids(LONGEST, batch=3, seed=4)]
-    write_examples(examples, tmp_path / "examples.safetensors")
+    examples = [
+        Example(ids, _logits(reference, ids[None])[0]) for ids in random_ids(LONGEST, batch=3, seed=4)
+    ]
+    good = tmp_path / "examples.safetensors"
+    write_examples(examples, good)
     result = runner.invoke(
-        app, ["load-weights", "--weights", str(directory), "--examples", str(tmp_path / "examples.safetensors"),
-              "--json", "--device", "cpu"],
-    )  # fmt: skip
+        app,
+        ["load-weights", "--weights", str(directory), "--examples", str(good), "--json", "--device", "cpu"],
+    )
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
-    assert data["passed"] and data["verified"] and data["format"] == "hf"
-    assert data["config"]["n_kv_heads"] == 2 and data["config"]["tied_head"] is False
+    assert data["passed"]
+    assert data["verified"]
+    assert data["format"] == "hf"
+    assert data["config"]["n_kv_heads"] == 2
+    assert data["config"]["tied_head"] is False
     other = family_model("llama-gqa-untied", rms_norm_eps=1e-2)
     wrong = [Example(e.input_ids, _logits(other, e.input_ids[None])[0]) for e in examples]
     write_examples(wrong, tmp_path / "wrong.safetensors")
@@ -200,7 +206,8 @@ def _config_file(tmp_path: Path, name: str, **values: object) -> Path:
     [
         ({"model_type": "mixtral", "architectures": ["MixtralForCausalLM"], "num_local_experts": 8},
          "mixture of experts (mixtral"),
-        ({"model_type": "qwen2_moe", "architectures": ["Qwen2MoeForCausalLM"]}, "mixture of experts (qwen2_moe"),
+        ({"model_type": "qwen2_moe", "architectures": ["Qwen2MoeForCausalLM"]},
+         "mixture of experts (qwen2_moe"),
         ({"num_local_experts": 8}, "mixture of experts"),
         ({"rope_scaling": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 2048}},
          "rope_type 'yarn'"),
@@ -227,7 +234,10 @@ def test_sliding_window_narrower_than_the_sequence_is_refused(tmp_path: Path) ->
     model, _ = load_checkpoint(directory)
     ids = random_ids(16)
     torch.testing.assert_close(_logits(model, ids), _logits(reference, ids), rtol=1e-5, atol=1e-5)
-    examples = [Example(ids[0], _logits(reference, ids[:1])[0]), Example(random_ids(32)[0], torch.zeros(32, VOCAB))]
+    examples = [
+        Example(ids[0], _logits(reference, ids[:1])[0]),
+        Example(random_ids(32)[0], torch.zeros(32, VOCAB)),
+    ]
     write_examples(examples, tmp_path / "examples.safetensors")
     assert_one_line_error(
         runner.invoke(app, ["load-weights", "--weights", str(directory), "--examples",
@@ -245,4 +255,5 @@ def test_model_that_does_not_fit_is_counted_not_built() -> None:
     d, mlp = 256, 1280  # the default model's sizes: one block holds attention, MLP and two LayerNorms
     block = (d * 3 * d + 3 * d) + (d * d + d) + (d * mlp + mlp) + (mlp * d + d) + 2 * 2 * d
     assert data["total_params"] == 2_000_000_000 * d + 1024 * d + 3 * block + 2 * d
-    assert "available RAM" in data["memory_skipped"] and "--vocab" in data["memory_skipped"]
+    assert "available RAM" in data["memory_skipped"]
+    assert "--vocab" in data["memory_skipped"]

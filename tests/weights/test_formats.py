@@ -246,7 +246,9 @@ def test_bad_checkpoints_are_one_line_each(
         (
             [
                 "--weights",
-                str(_hf_dir(hf, tmp_path / "moe", model_type="mixtral", architectures=["MixtralForCausalLM"])),
+                str(
+                    _hf_dir(hf, tmp_path / "moe", model_type="mixtral", architectures=["MixtralForCausalLM"])
+                ),
             ],
             "describes a mixture of experts (mixtral, MixtralForCausalLM)",
         ),

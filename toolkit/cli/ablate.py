@@ -81,6 +81,14 @@ Norm = Annotated[
         rich_help_panel=VARIANTS,
     ),
 ]
+RopeTheta = Annotated[
+    float | None,
+    typer.Option(
+        "--rope-theta",
+        help="Variant: RoPE base theta (models with rotary positions: Llama, Qwen, Mistral, Pythia).",
+        rich_help_panel=VARIANTS,
+    ),
+]
 Latency = Annotated[
     bool,
     typer.Option(
@@ -99,6 +107,7 @@ TextLoss = Annotated[
 ]
 PlotPath = Annotated[Path, typer.Option("--plot", help="Where to write the output-vs-latency plot (PNG).")]
 RANDOM_LENGTHS = (1, 64)
+RANDOM_LONGEST = 1024
 ABLATION_TARGET_REL_CI = 0.01  # the variants differ by a few percent: time to ±1%
 
 
@@ -120,6 +129,7 @@ def ablate_command(
     gelu: Gelu = None,
     residual: Residual = None,
     norm: Norm = None,
+    rope_theta: RopeTheta = None,
     device: opt.Device = "auto",
     dtype: opt.Dtype = "float32",
     seq_len: opt.SeqLen = None,
@@ -138,8 +148,9 @@ def ablate_command(
     import torch
 
     from toolkit.device import half_on_cpu_notes, resolve_device, resolve_dtype
+    from toolkit.memory import check_fits
     from toolkit.plots.ablation import save_ablation_plot
-    from toolkit.studies.ablation import run_ablation, select_variants
+    from toolkit.studies.ablation import classic_variants, not_applicable, run_ablation, select_variants
     from toolkit.studies.settings import ForwardTiming
     from toolkit.tables.ablation import (
         latency_notes,
@@ -204,7 +215,16 @@ def ablate_command(
             gelu=gelu,
             residuals=[r.value for r in residual or ()],
             norm=norm,
+            rope_theta=rope_theta,
         )
+        if not _variant_flags(eps, no_scale, gelu, residual, norm, rope_theta):
+            dropped = [v.name for v in classic_variants() if not_applicable(v, model.config) is not None]
+            if dropped:
+                out.note(f"left out of the classic suite, not applicable to this model: {', '.join(dropped)}")
+        if timing is not None:  # the weights are in memory already: will the timed passes fit beside them?
+            element_size = torch.empty((), dtype=timing.dtype).element_size()
+            runs = [(model.config, timing.batch, timing.seq_len_for(model.config))]
+            check_fits(runs, timing.device, element_size, weights_loaded=True)
         if examples is not None:
             inputs = [example.input_ids for example in read_examples(examples)]
         else:
@@ -254,10 +274,16 @@ def ablate_command(
     out.finish({"rows": rows, "text": result.text}, *(table for table in tables if table is not None))
 
 
+def _variant_flags(*flags: object) -> bool:
+    return any(flag not in (None, False, []) for flag in flags)
+
+
 def _random_inputs(config: ModelConfig) -> list[torch.Tensor]:
-    """Seeded random token ids of a few lengths (1, 64 and max_seq_len, those that fit)."""
+    """Seeded random token ids of a few lengths (1, 64 and the longest the model takes, at most
+    RANDOM_LONGEST: outputs are compared in float64)."""
     import torch
 
     generator = torch.Generator().manual_seed(0)
-    lengths = sorted({min(n, config.max_seq_len) for n in (*RANDOM_LENGTHS, config.max_seq_len)})
+    longest = min(config.longest_sequence, RANDOM_LONGEST)
+    lengths = sorted({min(n, longest) for n in (*RANDOM_LENGTHS, longest)})
     return [torch.randint(0, config.vocab_size, (n,), generator=generator) for n in lengths]

@@ -23,19 +23,23 @@ if TYPE_CHECKING:
 SWEEP = "Sweep"
 TIMING = "Timing"
 
-_DEFAULTS_HELP = "; ".join(
-    f"{k}: {','.join(map(str, v))}{' (those up to max-seq-len)' if k == 'seq-len' else ''}"
-    for k, v in DEFAULT_VALUES.items()
+_DEFAULTS_HELP = (
+    "; ".join(
+        f"{k}: {','.join(map(str, v))}{' (those up to max-seq-len)' if k == 'seq-len' else ''}"
+        for k, v in DEFAULT_VALUES.items()
+    )
+    + "; kv-heads: the divisors of heads"
 )
 
-VaryName = Literal["seq-len", "vocab", "d-model", "heads", "layers", "mlp", "batch", "all"]
+VaryName = Literal["seq-len", "vocab", "d-model", "heads", "layers", "mlp", "batch", "kv-heads", "all"]
 Vary = Annotated[
     VaryName,
     typer.Option(
         "--vary",
         metavar="<param>",
-        help="The parameter to sweep: seq-len, vocab, d-model, heads, layers, mlp or batch; "
-        "all: every sweep with its defaults, and a summary.",
+        help="The parameter to sweep: seq-len, vocab, d-model, heads, kv-heads (grouped-query attention), "
+        "layers, mlp or batch; "
+        "all: every sweep but kv-heads with its defaults, and a summary.",
         rich_help_panel=SWEEP,
     ),
 ]

@@ -39,6 +39,7 @@ def load_weights_command(
     heads: opt.HeadsSearch = None,
     atol: opt.Atol = 1e-4,
     device: opt.Device = "auto",
+    dtype: opt.Dtype = "float32",
     export: Export = None,
     text: opt.Text = None,
     tokenizer: opt.Tokenizer = None,
@@ -46,7 +47,7 @@ def load_weights_command(
     text_window: opt.TextWindow = None,
     json: opt.Json = False,
 ) -> None:
-    from toolkit.device import resolve_device
+    from toolkit.device import resolve_device, resolve_dtype
     from toolkit.tables.text import text_loss_table
     from toolkit.tables.weights import (
         config_table,
@@ -80,6 +81,7 @@ def load_weights_command(
             device=torch_device,
             checkpoint_format=checkpoint_format,
             progress=progress,
+            dtype=resolve_dtype(dtype),
         )
         eval_text, no_text = prepare_text(model.config, weights, text, tokenizer, text_encoding, text_window)
         text_report = None

@@ -205,6 +205,7 @@ FLAGS = {
     "plots_dir": "--plots-dir",
     "repeat": "--repeat",
     "residual": "--residual",
+    "rope_theta": "--rope-theta",
     "seq_len": "--seq-len",
     "text": "--text",
     "text_encoding": "--text-encoding",

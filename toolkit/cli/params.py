@@ -37,7 +37,13 @@ def params_command(
     )
     from toolkit.device import resolve_device, resolve_dtype
     from toolkit.studies.params import count_report, measure_params
-    from toolkit.tables.params import bytes_table, components_table, kv_cache_table, memory_table, summary_text
+    from toolkit.tables.params import (
+        bytes_table,
+        components_table,
+        kv_cache_table,
+        memory_table,
+        summary_text,
+    )
 
     torch_device, torch_dtype = resolve_device(device), resolve_dtype(dtype)
     if measure:

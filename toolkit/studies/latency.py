@@ -23,11 +23,12 @@ from toolkit.config import ModelConfig
 from toolkit.device import rate_dtype, synchronize
 from toolkit.errors import ConfigError, SweepError, setting
 from toolkit.flops import FLOP_CONVENTION, forward_flops, matmul_operands
+from toolkit.memory import check_fits
 from toolkit.model import Transformer
 from toolkit.progress import ProgressCallback, no_progress
 from toolkit.signals import stop_requested
 from toolkit.studies.settings import DEFAULT_VALUES as DEFAULT_VALUES  # re-exported
-from toolkit.studies.settings import VARY_CHOICES, ForwardTiming, default_values
+from toolkit.studies.settings import SWEEP_CHOICES, VARY_CHOICES, ForwardTiming, default_values
 from toolkit.studies.trends import Influence, Trend, fit_trend, influence_of
 from toolkit.timing.engine import compare
 from toolkit.timing.machine import capture_context
@@ -46,6 +47,7 @@ UNITS: dict[str, str] = {
     "vocab": "tokens in the vocabulary",
     "d-model": "d_model",
     "heads": "heads",
+    "kv-heads": "key/value heads",
     "layers": "blocks",
     "mlp": "d_mlp",
     "batch": "sequences",
@@ -55,6 +57,7 @@ _CONFIG_FIELD = {
     "vocab": "vocab_size",
     "d-model": "d_model",
     "heads": "n_heads",
+    "kv-heads": "n_kv_heads",
     "layers": "n_layers",
     "mlp": "d_mlp",
 }
@@ -96,6 +99,7 @@ class LatencyPoint:
             "vocab_size": self.config.vocab_size,
             "d_model": self.config.d_model,
             "n_heads": self.config.n_heads,
+            "n_kv_heads": self.config.kv_heads,
             "n_layers": self.config.n_layers,
             "d_mlp": self.config.d_mlp,
             **m.statistics(),
@@ -235,6 +239,8 @@ def default_value(vary: str, config: ModelConfig, batch: int, seq_len: int) -> i
         return seq_len
     if vary == "batch":
         return batch
+    if vary == "kv-heads":
+        return config.kv_heads
     return int(getattr(config, _CONFIG_FIELD[vary]))
 
 
@@ -242,9 +248,17 @@ def sweep_configs(
     vary: str, values: Sequence[int], config: ModelConfig, batch: int, seq_len: int
 ) -> list[tuple[ModelConfig, int, int]]:
     """(config, batch, seq_len) for every value; refuses values the model cannot take, with the fix."""
-    if vary not in VARY_CHOICES:
-        raise SweepError(f"unknown {setting('vary')} {vary!r}; valid values: {', '.join(VARY_CHOICES)}, all")
-    if vary == "heads":
+    if vary not in SWEEP_CHOICES:
+        raise SweepError(f"unknown {setting('vary')} {vary!r}; valid values: {', '.join(SWEEP_CHOICES)}, all")
+    if vary == "kv-heads":
+        bad = [h for h in values if config.n_heads % h]
+        if bad:
+            divisors = [h for h in range(1, config.n_heads + 1) if config.n_heads % h == 0]
+            raise SweepError(
+                f"{setting('values')} {','.join(map(str, bad))} do not divide heads={config.n_heads} (each "
+                f"key/value head serves a whole group of query heads); use {', '.join(map(str, divisors))}"
+            )
+    if vary == "heads" and config.head_size is None:
         bad = [h for h in values if config.d_model % h]
         if bad:
             divisors = [h for h in range(1, config.d_model + 1) if config.d_model % h == 0]
@@ -358,8 +372,11 @@ def measure_latency_sweep(
         S = timing.seq_len_for(config)
     batch, device, dtype, compile = timing.batch, timing.device, timing.dtype, timing.compile
     budget_s, target_rel_ci, warmup = timing.budget_s, timing.target_rel_ci, timing.warmup
-    chosen = list(values) if values is not None else list(default_values(vary, config.max_seq_len))
+    chosen = (
+        list(values) if values is not None else list(default_values(vary, config.max_seq_len, config.n_heads))
+    )
     points_configs = sweep_configs(vary, chosen, config, batch, S)
+    check_fits(points_configs, device, torch.empty((), dtype=dtype).element_size())  # all held at once
     report = progress or no_progress
     start = time.perf_counter()
     arms: dict[str, Callable[[], object]] = {}

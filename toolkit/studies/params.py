@@ -22,7 +22,7 @@ import torch
 from toolkit.config import ModelConfig
 from toolkit.device import device_name
 from toolkit.memory import cuda_peak_during, memory_shortfall, peak_rss_during, rss_bytes
-from toolkit.model import Block, CausalSelfAttention, Transformer
+from toolkit.model import Block, Transformer
 
 BYTES_PER_ELEMENT = {"float32": 4, "bfloat16/float16": 2, "int8": 1}
 
@@ -131,7 +131,7 @@ def attention_parts(model: Transformer) -> dict[str, int]:
     """The attention's parameters over all blocks, by projection (weights and biases)."""
     parts = {"q projection": 0, "k and v projections": 0, "output projection": 0, "q/k norms": 0}
     for block in cast(list[Block], model.blocks):
-        attn = cast(CausalSelfAttention, block.attn)
+        attn = block.attn
         q_rows, kv_rows, _ = attn.split
         per_row = attn.qkv.in_features + (1 if attn.qkv.bias is not None else 0)
         parts["q projection"] += q_rows * per_row
@@ -150,7 +150,9 @@ def _element_size(dtype: str) -> int:
     return torch.empty((), dtype=getattr(torch, dtype)).element_size()
 
 
-def count_report(config: ModelConfig, dtype: str = "float32", memory_skipped: str | None = None) -> ParamsReport:
+def count_report(
+    config: ModelConfig, dtype: str = "float32", memory_skipped: str | None = None
+) -> ParamsReport:
     """Counts and bytes only (no measurement); builds the model on the meta device, so it is instant
     and allocates nothing, whatever the model's size."""
     with torch.device("meta"):
@@ -196,7 +198,7 @@ def measure_params(
     seq_len = config.sequence_length(seq_len)
     dtype_name = str(dtype).removeprefix("torch.")
     element_size = torch.empty((), dtype=dtype).element_size()
-    shortfall = memory_shortfall(config, device, element_size, batch, seq_len)
+    shortfall = memory_shortfall([(config, batch, seq_len)], device, element_size)
     if shortfall is not None:
         return count_report(config, dtype_name, memory_skipped=f"memory not measured: {shortfall}")
     if device.type == "cuda":

@@ -21,7 +21,9 @@ if TYPE_CHECKING:
     import torch
 
 VARY_CHOICES = ("seq-len", "vocab", "d-model", "heads", "layers", "mlp", "batch")
-"""What a latency sweep can vary (``all`` runs each of them)."""
+"""The sweeps ``--vary all`` runs."""
+SWEEP_CHOICES = (*VARY_CHOICES, "kv-heads")
+"""What a latency sweep can vary: also the key/value heads (grouped-query attention), asked for by name."""
 
 DEFAULT_VALUES: dict[str, tuple[int, ...]] = {
     "seq-len": (64, 128, 256, 512, 1024, 2048, 4096),
@@ -36,13 +38,15 @@ DEFAULT_VALUES: dict[str, tuple[int, ...]] = {
 :func:`default_values`)."""
 
 
-def default_values(vary: str, max_seq_len: int) -> tuple[int, ...]:
-    """The values a sweep times when none are given.
+def default_values(vary: str, max_seq_len: int, n_heads: int = 1) -> tuple[int, ...]:
+    """The values a sweep times when none are given (kv-heads: the divisors of ``n_heads``).
 
     A length never exceeds the model's position table (``max_seq_len``), in a sweep as anywhere:
     the seq-len sweep takes the default lengths that fit, or, when fewer than two fit, the
     sixteenth, eighth, quarter, half and whole of ``max_seq_len``.
     """
+    if vary == "kv-heads":
+        return tuple(h for h in range(1, n_heads + 1) if n_heads % h == 0)
     if vary != "seq-len":
         return DEFAULT_VALUES.get(vary, ())
     fitting = tuple(v for v in DEFAULT_VALUES[vary] if v <= max_seq_len)

@@ -48,7 +48,9 @@ def _shown_rows(report: ParamsReport) -> list[tuple[str, int, str | None]]:
             part = row.component.split(" ", 2)[2]
             each = parts[part]
             label = f"blocks 0–{n_layers - 1}: {part} ({fmt_int(each[0])} each)"
-            shown.append((label if len(set(each)) == 1 else f"blocks 0–{n_layers - 1}: {part}", sum(each), None))
+            shown.append(
+                (label if len(set(each)) == 1 else f"blocks 0–{n_layers - 1}: {part}", sum(each), None)
+            )
         elif not row.component.startswith("block "):
             shown.append((row.component, row.params, row.shared_with))
     return shown

@@ -30,11 +30,54 @@ def config_table(report: LoadReport) -> Table:
     for name in _SIZE_FIELDS:
         table.add_row(name, fmt_int(getattr(report.config, name)), report.config_sources.get(name, ""))
     config = report.config
-    for name, value in (("norm_eps", f"{config.norm_eps:g}"), ("gelu", gelu_name(config.gelu))):
+    rows = [("norm_eps", f"{config.norm_eps:g}")]
+    if config.mlp == "gelu":
+        rows.append(("gelu", gelu_name(config.gelu)))
+    for name, value in rows:
         table.add_row(name, value, report.config_sources.get(name, "default (not recorded, not searched)"))
+    family = _family_rows(report)
+    if family:
+        table.add_section()
+        for name, value in family:
+            source = report.config_sources.get("qkv_bias" if name == "biases" else name, "model_type default")
+            table.add_row(name, value, source)
     table.add_section()
-    table.add_row("parameters", fmt_int(report.n_params), "tied LM head counted once", style="bold")
+    head = "tied LM head counted once" if config.tied_head else "separate LM head"
+    table.add_row("parameters", fmt_int(report.n_params), head, style="bold")
     return table
+
+
+def _family_rows(report: LoadReport) -> list[tuple[str, str]]:
+    """The model-family fields that differ from GPT-2's (none for a GPT-2 checkpoint)."""
+    config = report.config
+    rows: list[tuple[str, str]] = []
+    if config.norm == "rms":
+        rows.append(("norm", "RMSNorm"))
+    if config.kv_heads != config.n_heads:
+        rows.append(("n_kv_heads", str(config.kv_heads)))
+    if config.head_size is not None:
+        rows.append(("head_size", str(config.head_size)))
+    if config.positions == "rope":
+        rows.append(("positions", "RoPE"))
+        rows.append(("rope_theta", f"{config.rope_theta:g}"))
+        if config.rotary_fraction != 1.0:
+            rows.append(("rotary_fraction", f"{config.rotary_fraction:g}"))
+        if config.rope_scaling != "none":
+            rows.append(("rope_scaling", f"{config.rope_scaling} × {config.rope_factor:g}"))
+    if config.mlp != "gelu":
+        rows.append(("mlp", "gated SiLU (SwiGLU)"))
+    if config.residual == "parallel":
+        rows.append(("residual", "parallel"))
+    biases = [name for name in ("qkv_bias", "out_bias", "mlp_bias") if getattr(config, name)]
+    if config.positions == "rope" or len(biases) < 3:
+        rows.append(("biases", ", ".join(b.removesuffix("_bias") for b in biases) or "none"))
+    if config.qk_norm:
+        rows.append(("qk_norm", "yes"))
+    if not config.tied_head:
+        rows.append(("tied_head", "no"))
+    if config.sliding_window is not None:
+        rows.append(("sliding_window", fmt_int(config.sliding_window)))
+    return rows
 
 
 def head_search_table(report: LoadReport) -> Table:
@@ -112,7 +155,8 @@ def hypotheses_table(report: LoadReport, shown: int = 6) -> Table:
 
 def examples_table(report: LoadReport) -> Table:
     table = Table(
-        title=f"Logits against the reference examples ({report.device}, float32, atol {report.atol:g})",
+        title=f"Logits against the reference examples ({report.device}, {report.dtype}, "
+        f"atol {report.atol:g})",
         title_justify="left",
     )
     table.add_column("example", justify="right")

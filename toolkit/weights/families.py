@@ -89,8 +89,9 @@ def family_state(
     config: ModelConfig,
     expected: dict[str, torch.Size],
     path: str,
+    dtype: torch.dtype = torch.float32,
 ) -> dict[str, torch.Tensor]:
-    """The toolkit state dict (float32) of a family checkpoint's tensors; every missing, unexpected or
+    """The toolkit state dict (in ``dtype``) of a family checkpoint's tensors; every missing, unexpected or
     misshapen key is named, and a tied head stored anyway must equal the embeddings."""
     rules = KEY_RULES[model_type]
     patterns = [(rule, rule.pattern()) for rule in rules]
@@ -130,7 +131,7 @@ def family_state(
     ]
     if missing or unexpected or mismatched:
         raise CheckpointKeysError(path, missing, unexpected, mismatched)
-    return {key: tensor.to(torch.float32) for key, tensor in state.items()}
+    return {key: tensor.to(dtype) for key, tensor in state.items()}
 
 
 def _regroup_per_head(fused: torch.Tensor, config: ModelConfig) -> torch.Tensor:

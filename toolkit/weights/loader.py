@@ -112,6 +112,7 @@ class LoadReport:
     device: str
     n_params: int
     search: SearchResult | None = None  # the hypothesis search, when the checkpoint records no config
+    dtype: str = "float32"  # the model's, whatever the checkpoint stored
 
     @property
     def verified(self) -> bool:
@@ -149,6 +150,7 @@ class LoadReport:
             "format": self.checkpoint_format,
             "n_params": self.n_params,
             "device": self.device,
+            "dtype": self.dtype,
         }
 
     def to_frame(self) -> pd.DataFrame:
@@ -169,13 +171,15 @@ class _Readable:
     saved_heads: int | None  # a toolkit export's own head count
 
 
-def _read_export(tensors: dict[str, torch.Tensor], metadata: dict[str, str], path: Path) -> _Readable:
+def _read_export(
+    tensors: dict[str, torch.Tensor], metadata: dict[str, str], path: Path, dtype: torch.dtype
+) -> _Readable:
     saved = _export_config(metadata, path)
     missing, unexpected, mismatched = _state_problems(_parameter_shapes(saved), tensors)
     if missing or unexpected or mismatched:
         raise CheckpointKeysError(str(path), missing, unexpected, mismatched)
     refuse_non_float(tensors, path)
-    state = {k: v.to(torch.float32) for k, v in tensors.items()}
+    state = {k: v.to(dtype) for k, v in tensors.items()}
     sources = {name: "config stored in the export" for name in (*SIZE_SYMBOLS, "n_layers")}
     return _Readable(saved, lambda heads: state, sources, "none (toolkit export)", "toolkit", saved.n_heads)
 
@@ -184,7 +188,7 @@ _SIZE_NAMES = ("vocab_size", "max_seq_len", "d_model", "d_mlp", "n_layers")
 """The sizes a mapping reads off the tensors; a recorded config must agree with them."""
 
 
-def _read_mapped(checkpoint: Checkpoint, mapping: KeyMapping) -> _Readable:
+def _read_mapped(checkpoint: Checkpoint, mapping: KeyMapping, dtype: torch.dtype) -> _Readable:
     """A checkpoint read through a key mapping; a config it records must agree with its tensors."""
     path = checkpoint.path
     matched = match_checkpoint(checkpoint.tensors, mapping, str(path))
@@ -225,7 +229,7 @@ def _read_mapped(checkpoint: Checkpoint, mapping: KeyMapping) -> _Readable:
         sources.setdefault(name, f"{checkpoint.config_source}: {key}")  # sizes keep their tensor
     return _Readable(
         base,
-        lambda heads: to_toolkit_state(matched, heads),
+        lambda heads: to_toolkit_state(matched, heads, dtype),
         sources,
         mapping.origin,
         checkpoint.checkpoint_format,
@@ -243,18 +247,21 @@ def load_checkpoint(
     device: str | torch.device = "cpu",
     progress: ProgressCallback | None = None,
     checkpoint_format: str = "auto",
+    dtype: torch.dtype = torch.float32,
 ) -> tuple[Transformer, LoadReport]:
     """Load a checkpoint (supplied format through ``mapping``, or a toolkit export) and verify it.
 
     ``n_heads``: the head count; when None it is a toolkit export's own, else found by searching the
     divisors of d_model against ``examples``, else the default (2). Returns the model (eval mode, on
-    ``device``, float32) and the report. Raises :class:`WeightsError` (or :class:`ConfigError`) for
-    input that cannot be loaded; a model that loads but does not reproduce the examples is reported
+    ``device``, in ``dtype``: weights stored in another precision, such as the Hub's bfloat16, are
+    converted; stored in it, they stay views of the file) and the report. Raises
+    :class:`WeightsError` (or :class:`ConfigError`) for input that cannot be loaded; a model that
+    loads but does not reproduce the examples is reported
     (``report.passed`` is False), not raised.
     """
     torch_device = torch.device(device)
     weights_path = Path(weights)
-    readable = read_checkpoint(weights_path, checkpoint_format, mapping)
+    readable = read_checkpoint(weights_path, checkpoint_format, mapping, dtype)
     base = readable.base
     example_list = read_examples(examples) if examples is not None else []
     check_examples(example_list, base, str(examples))
@@ -314,12 +321,16 @@ def load_checkpoint(
         device=str(torch_device),
         n_params=sum(p.numel() for p in model.parameters()),
         search=search,
+        dtype=str(dtype).removeprefix("torch."),
     )
     return model, report
 
 
 def read_checkpoint(
-    weights: str | Path, checkpoint_format: str = "auto", mapping: str | Path | None = None
+    weights: str | Path,
+    checkpoint_format: str = "auto",
+    mapping: str | Path | None = None,
+    dtype: torch.dtype = torch.float32,
 ) -> _Readable:
     """A checkpoint of any format, read and checked against its mapping, no model built."""
     checkpoint = open_checkpoint(weights, checkpoint_format)
@@ -329,32 +340,42 @@ def read_checkpoint(
                 f"{checkpoint.path} is a toolkit export, in the toolkit's own names; "
                 f"drop {setting('mapping')}"
             )
-        return _read_export(checkpoint.tensors, checkpoint.metadata, checkpoint.path)
+        return _read_export(checkpoint.tensors, checkpoint.metadata, checkpoint.path, dtype)
     if checkpoint.checkpoint_format == "hf":
         if mapping is not None:
             raise WeightsError(
                 f"{checkpoint.path} is a Hugging Face {checkpoint.model_type} directory, whose key names the "
                 f"toolkit knows; drop {setting('mapping')}"
             )
-        return _read_family(checkpoint)
+        return _read_family(checkpoint, dtype)
     key_mapping = (
         read_mapping(mapping) if mapping is not None else builtin_mapping(checkpoint.checkpoint_format)
     )
-    return _read_mapped(checkpoint, key_mapping)
+    return _read_mapped(checkpoint, key_mapping, dtype)
 
 
-def _read_family(checkpoint: Checkpoint) -> _Readable:
+def _read_family(checkpoint: Checkpoint, dtype: torch.dtype) -> _Readable:
     """A model family's Hugging Face directory: its config.json is the whole config."""
     try:
         config = from_dict(checkpoint.config)
     except ConfigError as exc:
-        raise WeightsError(f"{checkpoint.path}/config.json describes no model the toolkit can build: {exc}") from None
-    state = family_state(
-        checkpoint.tensors, checkpoint.model_type, config, _parameter_shapes(config), str(checkpoint.path)
-    )
+        raise WeightsError(
+            f"{checkpoint.path}/config.json describes no model the toolkit can build: {exc}"
+        ) from None
+    states: list[dict[str, torch.Tensor]] = []
+
+    def state_of(_heads: int) -> dict[str, torch.Tensor]:  # read when first needed (not by read_config)
+        if not states:
+            expected = _parameter_shapes(config)
+            path = str(checkpoint.path)
+            states.append(
+                family_state(checkpoint.tensors, checkpoint.model_type, config, expected, path, dtype)
+            )
+        return states[0]
+
     sources = {name: f"config.json: {key}" for name, key in checkpoint.config_keys.items()}
     origin = f"built-in (hf {checkpoint.model_type})"
-    return _Readable(config, lambda heads: state, sources, origin, "hf", config.n_heads)
+    return _Readable(config, state_of, sources, origin, "hf", config.n_heads)
 
 
 def _check_heads_flag(readable: _Readable, n_heads: int | None) -> None:

@@ -293,8 +293,10 @@ def split_qkv(fused: torch.Tensor, n_heads: int, layout: str) -> torch.Tensor:
     return parts.reshape(three_d, *rest)
 
 
-def to_toolkit_state(checkpoint: MatchedCheckpoint, n_heads: int) -> dict[str, torch.Tensor]:
-    """The checkpoint's tensors under the toolkit's names, in its layout and in float32: views of the
+def to_toolkit_state(
+    checkpoint: MatchedCheckpoint, n_heads: int, dtype: torch.dtype = torch.float32
+) -> dict[str, torch.Tensor]:
+    """The checkpoint's tensors under the toolkit's names, in its layout and in ``dtype``: views of the
     checkpoint's tensors where no copy is needed (a transposed weight is a transposed view, which
     ``F.linear`` multiplies as fast)."""
     state: dict[str, torch.Tensor] = {}
@@ -302,7 +304,7 @@ def to_toolkit_state(checkpoint: MatchedCheckpoint, n_heads: int) -> dict[str, t
         if rule.target is None:  # tied: already checked equal to the tensor that is loaded
             continue
         for block in range(checkpoint.sizes["n_layers"]) if rule.per_block else [None]:
-            tensor = checkpoint.tensors[rule.key(block)].to(torch.float32)
+            tensor = checkpoint.tensors[rule.key(block)].to(dtype)
             for transform in rule.transforms:
                 if transform == "transpose":  # stored [in, out] for x @ W -> nn.Linear's [out, in]
                     tensor = tensor.T

@@ -60,14 +60,31 @@ def norm_variant(norm: str) -> Variant:
     return Variant(f"norm {norm}", {"norm": norm})
 
 
-def classic_variants() -> list[Variant]:
-    """The classic suite (docs/reference.md): eps 1e-4, no-scale, tanh GELU and the three residual wirings."""
-    return [
+def rope_theta_variant(theta: float) -> Variant:
+    return Variant(f"rope-theta {format_eps(theta) if theta < 1 else f'{theta:g}'}", {"rope_theta": theta})
+
+
+def classic_variants(base: ModelConfig | None = None) -> list[Variant]:
+    """The classic suite (docs/reference.md): eps 1e-4, no-scale, tanh GELU and the three residual
+    wirings; for another ``base``, the wirings other than its own and only the changes that apply to
+    it (a gated MLP has no GELU)."""
+    base = base if base is not None else ModelConfig()
+    suite = [
         eps_variant(CLASSIC_EPS),
         no_scale_variant(),
         gelu_variant("tanh"),
-        *(residual_variant(r) for r in RESIDUAL_VARIANTS if r != "standard"),
+        *(residual_variant(r) for r in RESIDUAL_VARIANTS if r != base.residual),
     ]
+    return [variant for variant in suite if not_applicable(variant, base) is None]
+
+
+def not_applicable(variant: Variant, base: ModelConfig) -> str | None:
+    """Why ``variant`` cannot change ``base`` with the same weights, or None when it can."""
+    if "gelu" in variant.changes and base.mlp != "gelu":
+        return f"the model's MLP is the gated SiLU ({base.mlp}), which has no GELU"
+    if "rope_theta" in variant.changes and base.positions != "rope":
+        return "the model has a learned position table, no rotary embeddings"
+    return None
 
 
 def select_variants(
@@ -77,6 +94,7 @@ def select_variants(
     gelu: str | None = None,
     residuals: Sequence[str] = (),
     norm: str | None = None,
+    rope_theta: float | None = None,
 ) -> list[Variant]:
     """The variants the flags ask for, in a fixed order; no flag at all means the classic suite.
 
@@ -97,9 +115,16 @@ def select_variants(
     if norm is not None:
         _check_choice("norm", norm, NORM_VARIANTS)
         variants.append(norm_variant(norm))
+    if rope_theta is not None:
+        if not (0 < rope_theta < float("inf")):
+            raise ConfigError(f"{setting('rope_theta')} must be a positive number, got {rope_theta}")
+        variants.append(rope_theta_variant(rope_theta))
     if not variants:
-        variants = classic_variants()
+        variants = classic_variants(base)
     for variant in variants:
+        reason = not_applicable(variant, base)
+        if reason is not None:
+            raise ConfigError(f"variant '{variant.name}' does not apply to this model: {reason}")
         if variant.config(base) == base:
             field_name, value = next(iter(variant.changes.items()))
             raise ConfigError(

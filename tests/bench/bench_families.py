@@ -1,0 +1,198 @@
+"""The model families' performance targets: a SmolLM2-135M-shaped Llama against transformers.
+
+1. Forward: the SmolLM2-135M shape (vocab 49152, d 576, 9 heads sharing 3 kv heads, 30 layers, d_mlp
+   1536, RoPE theta 1e5, tied head) with random weights, S=512, B=1, float32, CPU. The toolkit model
+   loaded from the directory and ``LlamaForCausalLM(attn_implementation="sdpa")`` holding the same
+   weights (called with ``use_cache=False``) are timed interleaved in one process by
+   ``toolkit.timing.compare``. Target: toolkit median / transformers median ≤ 0.95.
+2. Loading the same model's directory stored in bfloat16 (as on the Hub) into bfloat16, each load
+   in a fresh interpreter, interleaved with ``LlamaForCausalLM.from_pretrained(dtype=torch.bfloat16)``:
+   the load time ratio (target ≤ 1.0×) and the toolkit's peak RSS growth over the loaded weights
+   (target ≤ 1.3×). The same into float32 (both convert) is printed beside it.
+
+Run: ``nox -s bench -- tests/bench/bench_families.py`` (installs transformers) [--budget S --rounds N].
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+if importlib.util.find_spec("transformers") is None:
+    sys.exit(
+        "bench_families.py needs transformers: run it with 'nox -s bench -- tests/bench/bench_families.py'"
+    )
+
+from toolkit.device import device_name
+from toolkit.timing import TimingContext, compare, configure_allocator
+from toolkit.weights import load_checkpoint
+
+SEQ_LEN, BATCH = 512, 1
+SMOLLM2_135M = {
+    "vocab_size": 49152,
+    "hidden_size": 576,
+    "intermediate_size": 1536,
+    "num_hidden_layers": 30,
+    "num_attention_heads": 9,
+    "num_key_value_heads": 3,
+    "max_position_embeddings": 8192,
+    "rms_norm_eps": 1e-5,
+    "rope_parameters": {"rope_type": "default", "rope_theta": 100000.0},
+    "tie_word_embeddings": True,
+    "bos_token_id": None,
+    "eos_token_id": None,
+}
+
+CHILD = r"""
+import json, sys, time
+from pathlib import Path
+
+which, folder, dtype_name = sys.argv[1], sys.argv[2], sys.argv[3]
+import torch
+dtype = getattr(torch, dtype_name)
+if which == "toolkit":
+    from toolkit.weights import load_checkpoint
+    load = lambda: load_checkpoint(folder, dtype=dtype)[0]
+else:
+    from transformers import LlamaForCausalLM
+    load = lambda: LlamaForCausalLM.from_pretrained(folder, dtype=dtype)
+
+
+def hwm():
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+
+
+def rss():
+    return int(Path("/proc/self/statm").read_text().split()[1]) * 4096
+
+
+Path("/proc/self/clear_refs").write_text("5")
+before = rss()
+start = time.perf_counter()
+model = load()
+seconds = time.perf_counter() - start
+loaded = sum(p.numel() * p.element_size() for p in model.parameters())
+print(json.dumps({"seconds": seconds, "rss_growth": hwm() - before, "loaded_bytes": loaded}))
+"""
+
+
+def ratio_ci(ours: np.ndarray, theirs: np.ndarray, seed: int = 0) -> tuple[float, float]:
+    """95% paired bootstrap CI of median(ours) / median(theirs), resampling whole rounds."""
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, ours.size, size=(2000, ours.size))
+    ratios = np.median(ours[idx], axis=1) / np.median(theirs[idx], axis=1)
+    low, high = np.quantile(ratios, [0.025, 0.975])
+    return float(low), float(high)
+
+
+def forward(folder: Path, budget_s: float) -> None:
+    from transformers import LlamaForCausalLM
+
+    cpu = torch.device("cpu")
+    hf = LlamaForCausalLM.from_pretrained(folder, dtype=torch.float32, attn_implementation="sdpa").eval()
+    model, _ = load_checkpoint(folder)
+    ids = torch.randint(
+        0, SMOLLM2_135M["vocab_size"], (BATCH, SEQ_LEN), generator=torch.Generator().manual_seed(0)
+    )
+    with torch.inference_mode():
+        gap = (model(ids) - hf(ids, use_cache=False).logits).abs().max().item()
+    result = compare(
+        {"transformers-llama-sdpa": lambda: hf(ids, use_cache=False), "toolkit": lambda: model(ids)},
+        baseline="transformers-llama-sdpa",
+        device=cpu,
+        budget_s=budget_s,
+        target_rel_ci=0.01,
+        min_rounds=15,
+        context=TimingContext.capture(cpu, torch.float32, batch=BATCH, seq_len=SEQ_LEN),
+    )
+    ours, theirs = result.measurements["toolkit"], result.measurements["transformers-llama-sdpa"]
+    ratio = ours.median_ms / theirs.median_ms
+    low, high = ratio_ci(np.asarray(ours.samples_ms), np.asarray(theirs.samples_ms))
+    print(f"device: {device_name(cpu)}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    print(
+        f"SmolLM2-135M shape, S={SEQ_LEN}, B={BATCH}, float32; max |logit difference| toolkit vs HF: "
+        f"{gap:.1e}"
+    )
+    print(f"{result.rounds} interleaved rounds in {result.elapsed_s:.1f} s (stop: {result.stop_reason})")
+    for name, m in result.measurements.items():
+        print(
+            f"  {name:<24} median {m.median_ms:8.2f} ms  IQR {m.iqr_ms:6.2f} ms  "
+            f"95% CI {m.ci_low_ms:.2f}-{m.ci_high_ms:.2f}"
+        )
+    print(f"noise floor (A/A control): ±{result.noise_floor_pct:.2f}%")
+    print(f"forward ratio of medians toolkit / transformers: {ratio:.3f} (95% CI {low:.3f}-{high:.3f})")
+    print(f"  target <= 0.95: {'MET' if ratio <= 0.95 else 'NOT MET'}")
+
+
+def run_child(which: str, folder: Path, dtype: str) -> dict[str, float]:
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, which, str(folder), dtype], capture_output=True, text=True, check=True
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def loading(folder: Path, rounds: int, dtype: str) -> None:
+    results: dict[str, list[dict[str, float]]] = {"toolkit": [], "transformers": []}
+    for index in range(rounds):
+        for which in ("toolkit", "transformers") if index % 2 == 0 else ("transformers", "toolkit"):
+            results[which].append(run_child(which, folder, dtype))
+    print(f"loading the bfloat16 directory into {dtype}, {rounds} rounds, each load in a fresh interpreter")
+    medians = {}
+    for which, runs in results.items():
+        seconds = [r["seconds"] for r in runs]
+        q1, _, q3 = statistics.quantiles(seconds, n=4) if len(seconds) > 1 else (seconds[0],) * 3
+        medians[which] = statistics.median(seconds)
+        growth = statistics.median(r["rss_growth"] for r in runs)
+        loaded = runs[0]["loaded_bytes"]
+        print(
+            f"  {which:<13} load {medians[which] * 1e3:7.0f} ms (IQR {q1 * 1e3:.0f}–{q3 * 1e3:.0f})  "
+            f"peak RSS growth {growth / 1e6:6.0f} MB = {growth / loaded:.2f}× its loaded weights "
+            f"({loaded / 1e6:.0f} MB)"
+        )
+    ratio = medians["toolkit"] / medians["transformers"]
+    toolkit = results["toolkit"]
+    growth = statistics.median(r["rss_growth"] for r in toolkit) / toolkit[0]["loaded_bytes"]
+    print(
+        f"  load time ratio toolkit / transformers: {ratio:.2f}× "
+        f"(target ≤ 1.00×: {'MET' if ratio <= 1 else 'NOT MET'})"
+    )
+    print(
+        f"  toolkit peak RSS growth / loaded weights: {growth:.2f}× "
+        f"(target ≤ 1.30×: {'MET' if growth <= 1.3 else 'NOT MET'})"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--budget", type=float, default=60.0, help="seconds of interleaved forward timing")
+    parser.add_argument("--rounds", type=int, default=5, help="loads of each")
+    args = parser.parse_args()
+    print(f"allocator: {configure_allocator()}")
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "smollm2-135m-shape"
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(LlamaConfig(**SMOLLM2_135M))
+        model.to(torch.bfloat16).save_pretrained(folder)
+        del model
+        if args.budget > 0:
+            forward(folder, args.budget)
+        for dtype in ("bfloat16", "float32"):
+            loading(folder, args.rounds, dtype)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
