@@ -82,6 +82,15 @@ def smoke(session: nox.Session) -> None:
         path = f"{session.create_tmp()}/checkpoints/{checkpoint}"
         session.run("toolkit", "load-weights", "--weights", path)
         session.run("toolkit", "ablate", "--weights", path, "--eps", "1e-4", "--no-latency", "--no-plot")
+    smollm = f"{session.create_tmp()}/checkpoints/smollm-hf"
+    examples = f"{session.create_tmp()}/checkpoints/smollm-examples.safetensors"
+    session.run("toolkit", "params", "--weights", smollm, "--seq-len", "128")
+    session.run("toolkit", "load-weights", "--weights", smollm, "--examples", examples)
+    session.run(
+        "toolkit", "latency", "--weights", smollm, "--vary", "kv-heads", "--seq-len", "64", "--budget", "2"
+    )
+    session.run("toolkit", "ablate", "--weights", smollm, "--examples", examples, "--rope-theta", "10000",
+                "--no-latency", "--no-plot")  # fmt: skip
 
 
 @nox.session(python=PYTHON)
