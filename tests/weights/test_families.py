@@ -257,3 +257,13 @@ def test_model_that_does_not_fit_is_counted_not_built() -> None:
     assert data["total_params"] == 2_000_000_000 * d + 1024 * d + 3 * block + 2 * d
     assert "available RAM" in data["memory_skipped"]
     assert "--vocab" in data["memory_skipped"]
+
+
+def test_bare_family_state_dict_is_refused(tmp_path: Path) -> None:
+    """A Llama state dict without its config.json is refused by name: no shape records the rest."""
+    _, directory = write_family("llama-gqa-untied", tmp_path / "llama")
+    bare = directory / "model.safetensors"
+    assert_one_line_error(
+        runner.invoke(app, ["load-weights", "--weights", str(bare), "--device", "cpu"]),
+        "bare state dict with a model family's key names (model.layers.*)",
+    )

@@ -30,6 +30,7 @@ from toolkit.weights.files import as_state_dict, read_tensors
 FORMATS = ("auto", "hf", "hf-gpt2", "nanogpt", "supplied", "toolkit")
 EXPORT_METADATA_KEY = "toolkit_config"
 HF_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+FAMILY_PREFIXES = ("model.layers.", "gpt_neox.layers.")  # Llama-family and GPT-NeoX state dicts
 COMPILE_PREFIX = "_orig_mod."  # torch.compile's wrapper in nanoGPT's saved state dicts
 HF_KEYS = GPT2_KEYS
 NANOGPT_KEYS = {
@@ -104,6 +105,15 @@ def _read_file(path: Path, content: Any, metadata: dict[str, str]) -> Checkpoint
             path, "nanogpt", tensors, {}, _nanogpt_config(content["model_args"], path), "model_args"
         )
     tensors = _strip_compile_prefix(as_state_dict(content, path))
+    family = next(
+        (prefix for prefix in FAMILY_PREFIXES if any(key.startswith(prefix) for key in tensors)), None
+    )
+    if family is not None:
+        raise WeightsError(
+            f"{path} is a bare state dict with a model family's key names ({family}*), without the "
+            "config.json that records its head counts, head size, RoPE and norm settings, which no shape "
+            "shows; pass its Hugging Face directory (config.json beside the weights)"
+        )
     return Checkpoint(path, _bare_format(tensors), tensors, metadata)
 
 
