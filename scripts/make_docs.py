@@ -37,8 +37,14 @@ PAGES = (
         "How big is the model, and what RAM does it really take?",
         "Parameters per component (the tied LM head counted once), weight bytes per dtype, and memory "
         "measured, not computed: the resident set's growth when the model is built and the peak of one "
-        "forward pass (the kernel's resettable peak-RSS counter on Linux; CUDA's allocator peak on a GPU).",
-        ("toolkit params --device cpu", "toolkit params --no-measure --json"),
+        "forward pass (the kernel's resettable peak-RSS counter on Linux; CUDA's allocator peak on a GPU). "
+        "The KV cache per token and at the model's full context. A Hugging Face config.json of any "
+        "supported family (here Llama-3.2-1B's, as the Hub holds it) is counted without its weights.",
+        (
+            "toolkit params --device cpu",
+            "toolkit params --no-measure --json",
+            "toolkit params --config tests/data/hub_configs/llama-3.2-1b.json --no-measure",
+        ),
     ),
     Page(
         "load-weights",

@@ -62,8 +62,8 @@ def kv_cache_table(report: ParamsReport) -> Table:
     table = Table(
         title="KV cache (keys and values of every layer)",
         title_justify="left",
-        caption=f"{fmt_int(report.kv_values_per_token)} values per token = 2 × {config.n_layers} layers × "
-        f"{config.kv_heads} kv heads × {config.head_dim} head dims",
+        caption=f"2 × {config.n_layers} layers × {config.kv_heads} kv heads × {config.head_dim} dims = "
+        f"{fmt_int(report.kv_values_per_token)} values/token",
         caption_justify="left",
     )
     table.add_column("dtype", justify="left")
