@@ -63,15 +63,28 @@ def test_hub_style_config_reads_the_same(name: str, tmp_path: Path) -> None:
     torch.testing.assert_close(_logits(model, ids), _logits(reference, ids), rtol=1e-5, atol=1e-5)
 
 
-def test_bfloat16_storage_loads_into_float32(tmp_path: Path) -> None:
-    """Weights stored in bfloat16 (as on the Hub) load into a float32 model with those exact values."""
-    reference, directory = write_family("llama-gqa-untied", tmp_path / "bf16", dtype=torch.bfloat16)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_storage_loads_into_float32(dtype: torch.dtype, tmp_path: Path) -> None:
+    """Weights stored in bfloat16 (as on the Hub) or float16 load into a float32 model with those exact
+    values."""
+    reference, directory = write_family("llama-gqa-untied", tmp_path / "half", dtype=dtype)
     model, _ = load_checkpoint(directory)
     assert next(model.parameters()).dtype == torch.float32
     embedding = reference.get_input_embeddings().weight
     assert torch.equal(model.token_embedding.weight, embedding)
-    assert torch.equal(embedding, embedding.to(torch.bfloat16).float())  # really bfloat16 values
+    assert torch.equal(embedding, embedding.to(dtype).float())  # really half-precision values
     ids = random_ids(LONGEST, seed=2)
+    torch.testing.assert_close(_logits(model, ids), _logits(reference, ids), rtol=1e-5, atol=1e-5)
+
+
+def test_sharded_directory_loads(tmp_path: Path) -> None:
+    """A directory saved in shards (model.safetensors.index.json) loads like a single file."""
+    reference = family_model("qwen2")
+    directory = tmp_path / "sharded"
+    reference.save_pretrained(directory, max_shard_size="20KB")
+    assert (directory / "model.safetensors.index.json").is_file()
+    model, _ = load_checkpoint(directory)
+    ids = random_ids(LONGEST, seed=5)
     torch.testing.assert_close(_logits(model, ids), _logits(reference, ids), rtol=1e-5, atol=1e-5)
 
 
