@@ -24,8 +24,9 @@ from toolkit.files import check_input_file
 
 GELU_VARIANTS = ("none", "tanh")  # torch.nn.functional.gelu's `approximate` argument
 RESIDUAL_VARIANTS = ("standard", "input-skip", "no-mlp-skip", "parallel")
-NORM_VARIANTS = ("torch", "custom", "rms", "none", "batch")
-"""torch / custom LayerNorm (same function), RMSNorm, no normalisation, BatchNorm over features."""
+NORM_VARIANTS = ("torch", "custom", "rms", "none", "batch", "rms-torch")
+"""torch / custom LayerNorm (same function), RMSNorm (the toolkit's fused one; ``rms-torch``: PyTorch's,
+the same function), no normalisation, BatchNorm over features."""
 POSITION_VARIANTS = ("learned", "rope")
 """A learned position table added to the embeddings (GPT-2), or rotary embeddings on q and k."""
 MLP_VARIANTS = ("gelu", "swiglu")

@@ -23,26 +23,35 @@ from torch import nn
 
 from toolkit.config import ModelConfig
 from toolkit.errors import InputError
-from toolkit.layernorm import FeatureBatchNorm, LayerNorm
+from toolkit.layernorm import FeatureBatchNorm, LayerNorm, RMSNorm
 
 
 def make_norm(config: ModelConfig) -> nn.Module:
     """The normalisation layer that ``config.norm`` names, over the last dimension of size d_model.
 
     ``torch`` and ``custom`` are the same LayerNorm (PyTorch's, or ``toolkit.layernorm``'s with the
-    same state-dict keys); ``rms``, ``none`` and ``batch`` are the training study's alternatives.
+    same state-dict keys); ``rms`` (the toolkit's fused kernels) and ``rms-torch`` (PyTorch's) the same
+    RMSNorm; ``none`` and ``batch`` are the training study's alternatives.
     """
     if config.norm == "torch":
         return nn.LayerNorm(config.d_model, eps=config.norm_eps)
     if config.norm == "custom":
         return LayerNorm(config.d_model, eps=config.norm_eps)
-    if config.norm == "rms":
-        return nn.RMSNorm(config.d_model, eps=config.norm_eps)
+    if config.norm in ("rms", "rms-torch"):
+        return make_rms_norm(config, config.d_model)
     if config.norm == "batch":
         return FeatureBatchNorm(config.d_model, eps=config.norm_eps)
     if config.norm == "none":
         return nn.Identity()
     raise AssertionError(f"ModelConfig accepted an unknown norm {config.norm!r}")
+
+
+def make_rms_norm(config: ModelConfig, size: int) -> nn.Module:
+    """An RMSNorm over ``size`` features: PyTorch's for ``norm="rms-torch"``, else the toolkit's fused
+    one (the model's norms, and Qwen3's per-head q/k norms)."""
+    if config.norm == "rms-torch":
+        return nn.RMSNorm(size, eps=config.norm_eps)
+    return RMSNorm(size, eps=config.norm_eps)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -109,8 +118,8 @@ class CausalSelfAttention(nn.Module):
         self.out_proj = nn.Linear(q_width, config.d_model, bias=config.out_bias)
         self.split = (q_width, kv_width, kv_width)
         if config.qk_norm:  # Qwen3: RMSNorm over each head of q and k, before RoPE
-            self.q_norm = nn.RMSNorm(config.head_dim, eps=config.norm_eps)
-            self.k_norm = nn.RMSNorm(config.head_dim, eps=config.norm_eps)
+            self.q_norm = make_rms_norm(config, config.head_dim)
+            self.k_norm = make_rms_norm(config, config.head_dim)
         self.qk_norm = config.qk_norm
         # None lets SDPA use its default 1/sqrt(head_dim); 1.0 is the no-scale ablation.
         self.scale: float | None = None if config.scale_attention else 1.0

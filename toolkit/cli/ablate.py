@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 VARIANTS = "Variants (none given: the classic suite)"
 
 GeluName = Literal["none", "tanh"]  # GELU_VARIANTS (a test checks)
-NormName = Literal["torch", "custom", "rms", "none", "batch"]  # NORM_VARIANTS (a test checks)
+NormName = Literal["torch", "custom", "rms", "none", "batch", "rms-torch"]  # NORM_VARIANTS (a test checks)
 
 
 class ResidualName(StrEnum):
@@ -76,8 +76,9 @@ Norm = Annotated[
     typer.Option(
         "--norm",
         metavar="<norm>",
-        help="Variant: norm implementation, one of torch, custom, rms, none, batch; only one with the "
-        "checkpoint's norm parameters can share its weights (custom, for a LayerNorm checkpoint).",
+        help="Variant: norm implementation, one of torch, custom, rms, none, batch, rms-torch; only one "
+        "with the checkpoint's norm parameters can share its weights (custom, for a LayerNorm checkpoint; "
+        "rms-torch, PyTorch's RMSNorm, for an RMSNorm one).",
         rich_help_panel=VARIANTS,
     ),
 ]

@@ -2,6 +2,7 @@
 
 - ``module``: the autograd function, the ``layer_norm`` functional, the ``LayerNorm`` module, backend
   choice (``torch-ops``, ``numba``, ``triton``), and ``FeatureBatchNorm`` for the training study.
+- ``rms``: the custom RMSNorm (``rms_norm``, ``RMSNorm``, ``RMSNormFunction``): the same backends.
 - ``numba_kernels``: the CPU kernels (imported when first needed).
 - ``triton_kernels``: the CUDA kernels (imported only when a CUDA tensor arrives).
 """
@@ -17,13 +18,17 @@ from toolkit.layernorm.module import (
     layer_norm,
     resolve_backend,
 )
+from toolkit.layernorm.rms import RMSNorm, RMSNormFunction, rms_norm
 
 __all__ = [
     "BACKENDS",
     "FeatureBatchNorm",
     "LayerNorm",
     "LayerNormFunction",
+    "RMSNorm",
+    "RMSNormFunction",
     "available_backends",
     "layer_norm",
     "resolve_backend",
+    "rms_norm",
 ]

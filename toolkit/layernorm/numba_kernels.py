@@ -1,4 +1,5 @@
-"""The CPU LayerNorm kernels of ``toolkit.layernorm``, in Numba (parallel over rows, cached on disk).
+"""The CPU LayerNorm and RMSNorm kernels of ``toolkit.layernorm``, in Numba (parallel over rows, cached
+on disk).
 
 Each row is read from memory once: its passes (sum, centred sum of squares, normalise) run while
 the row sits in the core's cache, so the kernels move the same bytes as PyTorch's own LayerNorm.
@@ -203,3 +204,113 @@ def backward_serial(
     for chunk in range(n_chunks):
         _backward_chunk(dy, x, weight, mean, rstd, dx, partials, divisor, need_dx, need_params, chunk)
     _reduce_partials(partials, dweight, dbias)
+
+
+# --------------------------------------------------------------------------------------------------
+# RMSNorm: y = x * rstd * weight, rstd = 1 / sqrt(sum(x²) / N + eps); no mean, no bias
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH)
+def _rms_row(x: Array, weight: Array, y: Array, rstd: Array, eps: float, i: int) -> None:  # pragma: no cover
+    """y[i] = x[i] * rstd * weight; writes rstd[i]. One read of the row for the sum, one to scale it."""
+    N = x.shape[1]
+    rstd[i] = 0.0
+    squares = rstd[i]  # a zero of the compute dtype
+    for j in range(N):
+        squares += x[i, j] * x[i, j]
+    rstd[i] = 1.0 / np.sqrt(squares / N + eps)
+    r = rstd[i]
+    for j in range(N):
+        y[i, j] = x[i, j] * r * weight[j]
+
+
+@numba.njit(parallel=True, cache=True, fastmath=_FASTMATH)
+def rms_forward_parallel(
+    x: Array, weight: Array, y: Array, rstd: Array, eps: float
+) -> None:  # pragma: no cover - compiled
+    """RMS-normalise every row of x (M, N) into y, rows spread over the thread pool."""
+    for i in numba.prange(x.shape[0]):
+        _rms_row(x, weight, y, rstd, eps, i)
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH)
+def rms_forward_serial(
+    x: Array, weight: Array, y: Array, rstd: Array, eps: float
+) -> None:  # pragma: no cover - compiled
+    """RMS-normalise every row of x (M, N) into y on the calling thread."""
+    for i in range(x.shape[0]):
+        _rms_row(x, weight, y, rstd, eps, i)
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH)
+def _rms_backward_chunk(
+    dy: Array,
+    x: Array,
+    weight: Array,
+    rstd: Array,
+    dx: Array,
+    partials: Array,
+    need_dx: bool,
+    need_weight: bool,
+    chunk: int,
+) -> None:  # pragma: no cover - compiled
+    """dx = rstd * (g - xhat * sum(g * xhat) / N), g = dy * weight, xhat = x * rstd, for one chunk of
+    rows; with ``need_weight``, their sum of dy * xhat into ``partials[chunk]`` (partials: (n, N))."""
+    M, N = x.shape
+    n_chunks = partials.shape[0]
+    rows_per_chunk = (M + n_chunks - 1) // n_chunks
+    scratch = np.zeros(2, dtype=rstd.dtype)  # row constants, held in the compute dtype
+    if need_weight:
+        for j in range(N):
+            partials[chunk, j] = 0.0
+    for i in range(chunk * rows_per_chunk, min(M, (chunk + 1) * rows_per_chunk)):
+        r = rstd[i]
+        sum_g_xhat = scratch[0]
+        if need_weight:
+            for j in range(N):
+                xhat = x[i, j] * r
+                grad = dy[i, j]
+                partials[chunk, j] += grad * xhat
+                sum_g_xhat += grad * weight[j] * xhat
+        else:
+            for j in range(N):
+                sum_g_xhat += dy[i, j] * weight[j] * (x[i, j] * r)
+        if need_dx:
+            scratch[1] = sum_g_xhat / N
+            projection = scratch[1]
+            for j in range(N):
+                dx[i, j] = r * (dy[i, j] * weight[j] - x[i, j] * r * projection)
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH)
+def _reduce_rms_partials(partials: Array, dweight: Array) -> None:  # pragma: no cover - compiled
+    """dweight: the chunks' partial sums added up in float64."""
+    for j in range(dweight.shape[0]):
+        total = 0.0
+        for chunk in range(partials.shape[0]):
+            total += partials[chunk, j]
+        dweight[j] = total
+
+
+@numba.njit(parallel=True, cache=True, fastmath=_FASTMATH)
+def rms_backward_parallel(
+    dy: Array, x: Array, weight: Array, rstd: Array, dx: Array, dweight: Array, need_dx: bool, n_chunks: int
+) -> None:  # pragma: no cover - compiled
+    """dx, and dweight when it has N elements (else shape 0); chunks over the thread pool."""
+    need_weight = dweight.shape[0] > 0
+    partials = np.empty((n_chunks, dweight.shape[0]), dtype=np.float64)
+    for chunk in numba.prange(n_chunks):
+        _rms_backward_chunk(dy, x, weight, rstd, dx, partials, need_dx, need_weight, chunk)
+    _reduce_rms_partials(partials, dweight)
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH)
+def rms_backward_serial(
+    dy: Array, x: Array, weight: Array, rstd: Array, dx: Array, dweight: Array, need_dx: bool, n_chunks: int
+) -> None:  # pragma: no cover - compiled
+    """The same on the calling thread."""
+    need_weight = dweight.shape[0] > 0
+    partials = np.empty((n_chunks, dweight.shape[0]), dtype=np.float64)
+    for chunk in range(n_chunks):
+        _rms_backward_chunk(dy, x, weight, rstd, dx, partials, need_dx, need_weight, chunk)
+    _reduce_rms_partials(partials, dweight)
