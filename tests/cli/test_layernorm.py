@@ -100,3 +100,23 @@ def test_bad_input_is_one_line_and_exit_2(args: list[str], message: str, tmp_pat
 def test_cuda_without_gpu_is_refused() -> None:
     """--device cuda on a machine without a GPU is one line and exit 2."""
     assert_one_line_error(_invoke(["--device", "cuda", "--no-train"]), "no CUDA GPU")
+
+
+def test_norm_rms_studies_the_rmsnorm(tmp_path: Path) -> None:
+    """--norm rms: RMSNorm tables and JSON, torch's LayerNorm timed beside it, rmsnorm_speed.png."""
+    args = [*FAST, "--norm", "rms", "--no-train", "--json", "--plots-dir", str(tmp_path)]
+    result = _invoke(args)
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["numerics"]["norm"] == "rms"
+    assert data["memory"]["norm"] == "rms"
+    assert {r["implementation"] for r in data["speed"]["rows"]} == {
+        "torch",
+        "torch-layernorm",
+        "custom-numba",
+        "copy",
+    }
+    assert [Path(p).name for p in data["plots"]] == ["rmsnorm_speed.png"]
+    tables = _invoke([*FAST, "--norm", "rms", "--no-train", "--no-plot"])
+    assert "RMSNorm numerics" in tables.stdout
+    assert "torch.nn.RMSNorm" in " ".join(tables.stdout.split())

@@ -230,3 +230,42 @@ def test_training_lowers_loss_and_custom_tracks_torch(small_corpus: study.Corpus
     assert data["corpus"]["train_bytes"] == small_corpus.train.numel()
     assert len(data["runs"][0]["train_losses"]) == settings.steps
     assert list(result.to_frame()["norm"]) == ["torch", "custom", "none", "batch"]
+
+
+# --------------------------------------------------------------------------------------------
+# The same study of RMSNorm (--norm rms)
+# --------------------------------------------------------------------------------------------
+
+
+def test_rms_reference_equals_torch_rms_norm_in_float64() -> None:
+    """The float64 RMSNorm reference agrees with torch's float64 rms_norm and its autograd."""
+    x, weight, bias, dy = study.make_inputs((16, 40), torch.float64, CPU, offset=3.0)
+    y, dx, dw = study.reference_rms_norm(x, weight, bias, dy)
+    xg, wg = (t.clone().requires_grad_() for t in (x, weight))
+    expected = F.rms_norm(xg, (40,), wg, study.EPS)
+    grads = torch.autograd.grad(expected, (xg, wg), dy)
+    for ours, theirs in zip((y, dx, dw), (expected, *grads), strict=True):
+        torch.testing.assert_close(ours, theirs.detach(), rtol=1e-10, atol=1e-10)
+
+
+def test_rms_numerics_memory_and_speed() -> None:
+    """--norm rms: torch's RMSNorm and the custom one on each backend, no bias gradient, the custom
+    RMSNorm as accurate as torch's and keeping the input and one float per row; speed rows carry
+    torch's LayerNorm beside them."""
+    numerics = study.check_numerics(CPU, shape=(64, 512), norm="rms")
+    assert numerics.norm == "rms"
+    assert {r.implementation for r in numerics.rows} == {"torch", "custom-torch-ops", "custom-numba"}
+    for row in numerics.rows:
+        assert math.isnan(row.grad_bias_error)
+        torch_row = _row(numerics, "torch", row.dtype, row.offset)
+        unit = torch.finfo(getattr(torch, row.dtype)).eps
+        for name in ("output_error", "grad_input_error", "grad_weight_error"):
+            assert getattr(row, name) <= 2 * getattr(torch_row, name) + 4 * unit, (row.implementation, name)
+    memory = study.measure_memory(CPU, shape=(256, 128), norm="rms")
+    rows = {r.implementation: r for r in memory.rows}
+    assert rows["custom-numba"].saved_extra_bytes == 256 * 4  # rstd only
+    assert rows["custom-numba"].saved_bytes <= rows["torch"].saved_bytes
+    speed = study.measure_speed(CPU, shapes=[(64, 32)], budget_s=0.05, norm="rms")
+    assert {r.implementation for r in speed.rows} == {"torch", "torch-layernorm", "custom-numba", "copy"}
+    assert speed.to_dict()["norm"] == "rms"
+    assert "RMSNorm speed" in str(speed_tables(speed)[0].title)

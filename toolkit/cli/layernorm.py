@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
@@ -102,6 +102,16 @@ Dtype = Annotated[
     ),
 ]
 PlotsDir = Annotated[Path, typer.Option("--plots-dir", help="Directory for the PNG plots.")]
+NormName = Literal["layer", "rms"]  # toolkit.studies.layernorm.NORM_KINDS
+Norm = Annotated[
+    NormName,
+    typer.Option(
+        "--norm",
+        help="The norm whose numerics, speed and memory are studied: layer (the custom LayerNorm against "
+        "torch.nn.LayerNorm) or rms (the custom RMSNorm against torch.nn.RMSNorm, torch's LayerNorm timed "
+        "beside it). Training compares the --norms either way.",
+    ),
+]
 
 
 def parse_shapes(text: str) -> list[tuple[int, int]]:
@@ -121,12 +131,13 @@ def parse_shapes(text: str) -> list[tuple[int, int]]:
 
 @app.command(
     "layernorm-compare",
-    short_help="Custom LayerNorm vs torch's: numerics, speed, memory, training.",
-    help="Does the custom LayerNorm match torch's (float64-checked numerics), and what does it cost in "
-    "time, bandwidth and memory? Then train a small GPT with torch/custom LayerNorm, RMSNorm, BatchNorm "
-    "and no norm, and plot what normalisation does.",
+    short_help="Custom LayerNorm (or RMSNorm) vs torch's: numerics, speed, memory, training.",
+    help="Does the custom LayerNorm (--norm rms: RMSNorm) match torch's (float64-checked numerics), and "
+    "what does it cost in time, bandwidth and memory? Then train a small GPT with torch/custom LayerNorm, "
+    "RMSNorm, BatchNorm and no norm, and plot what normalisation does.",
 )
 def layernorm_compare_command(
+    norm: Norm = "layer",
     numerics: Numerics = True,
     speed: Speed = True,
     memory: Memory = True,
@@ -199,6 +210,7 @@ def layernorm_compare_command(
             settings=settings,
             corpus=corpus,
             progress=progress,
+            norm=norm,
         )
     plots: list[Path] = []
     for name, build in [] if no_plot else layernorm_figures(report):

@@ -16,13 +16,13 @@ from matplotlib.image import AxesImage
 from toolkit.plots import PLOTS_DIR
 from toolkit.plots.figure import save_figure
 from toolkit.studies.layernorm import (
-    IMPLEMENTATION_LABELS,
     NORM_LABELS,
     PASSES,
     LayerNormReport,
     NormRun,
     SpeedResult,
     TrainingResult,
+    implementation_label,
 )
 
 METRICS = (
@@ -227,7 +227,7 @@ def plot_bandwidth(ax: Axes, result: SpeedResult, pass_name: str) -> None:
             high.append(row.gb_per_s * m.median_ms / m.ci_low_ms - row.gb_per_s)
         hatch = "//" if name == "copy" else None
         ax.bar(np.arange(len(shapes)) + i * width, values, width, yerr=[low, high], capsize=3,
-               label=IMPLEMENTATION_LABELS.get(name, name), hatch=hatch, color=f"C{i}")  # fmt: skip
+               label=implementation_label(name, result.norm), hatch=hatch, color=f"C{i}")  # fmt: skip
     ax.set_xticks(np.arange(len(shapes)) + width * (len(names) - 1) / 2, [f"{m}×{n}" for m, n in shapes])
     ax.set_xlabel("input shape (rows × row size)")
     ax.set_ylabel("achieved bandwidth (GB/s), bars: 95% CI")
@@ -242,7 +242,8 @@ def speed_figure(result: SpeedResult) -> Figure:
         plot_bandwidth(ax, result, pass_name)
     handles, labels = axes[0].get_legend_handles_labels()
     figure.legend(handles, labels, loc="outside lower center", ncols=len(labels), fontsize="small")
-    figure.suptitle(f"LayerNorm bandwidth on {result.device} ({result.dtype}); copy = y.copy_(x), same run")
+    norm = "RMSNorm" if result.norm == "rms" else "LayerNorm"
+    figure.suptitle(f"{norm} bandwidth on {result.device} ({result.dtype}); copy = y.copy_(x), same run")
     return figure
 
 
@@ -251,7 +252,8 @@ def layernorm_figures(report: LayerNormReport) -> list[tuple[str, Callable[[], F
     figures: list[tuple[str, Callable[[], Figure]]] = []
     if report.speed is not None:
         speed = report.speed
-        figures.append(("layernorm_speed.png", lambda: speed_figure(speed)))
+        name = "rmsnorm_speed.png" if speed.norm == "rms" else "layernorm_speed.png"
+        figures.append((name, lambda: speed_figure(speed)))
     if report.training is not None:
         training = report.training
         figures += [

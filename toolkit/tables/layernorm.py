@@ -27,6 +27,7 @@ SHORT_LABELS = {
     "custom-triton": "custom triton",
     "autograd-ops": "autograd ops",
     "one-pass": "one-pass",
+    "torch-layernorm": "torch LayerNorm",
     "copy": "copy x → y",
 }
 """Table labels: short enough that a 100-column terminal shows every number (captions spell them out)."""
@@ -35,6 +36,16 @@ LABEL_CAPTION = escape(
     "torch: torch.nn.LayerNorm; custom: the toolkit's LayerNorm on the named backend; autograd ops: "
     "plain ops differentiated by autograd; one-pass: variance as E[x²]−E[x]²."
 )
+RMS_LABEL_CAPTION = escape(
+    "torch: torch.nn.RMSNorm (F.rms_norm); custom: the toolkit's RMSNorm on the named backend; autograd "
+    "ops: transformers' LlamaRMSNorm chain of ops, differentiated by autograd; torch LayerNorm: "
+    "torch.nn.LayerNorm on the same input, for scale."
+)
+NORM_NAMES = {"layer": "LayerNorm", "rms": "RMSNorm"}
+
+
+def _caption(norm: str) -> str:
+    return RMS_LABEL_CAPTION if norm == "rms" else LABEL_CAPTION
 
 
 def _label(name: str) -> str:
@@ -59,7 +70,8 @@ def numerics_tables(result: NumericsResult) -> list[Table]:
     dtypes = list(dict.fromkeys(row.dtype for row in result.rows))
     for dtype in dtypes:
         table = Table(
-            title=f"LayerNorm numerics, {dtype}: {M}×{N} rows, eps {result.eps:g}, on {result.device}",
+            title=f"{NORM_NAMES[result.norm]} numerics, {dtype}: {M}×{N} rows, eps {result.eps:g}, on "
+            f"{result.device}",
             title_justify="left",
             caption_justify="left",
         )
@@ -79,7 +91,7 @@ def numerics_tables(result: NumericsResult) -> list[Table]:
                 _error(row.output_error),
                 _error(row.grad_input_error),
                 _error(row.grad_weight_error),
-                _error(row.grad_bias_error),
+                "—" if result.norm == "rms" else _error(row.grad_bias_error),
                 _error(row.output_abs_error)
                 if math.isnan(row.output_abs_error)
                 else f"{row.output_abs_error:.1e}",
@@ -89,10 +101,10 @@ def numerics_tables(result: NumericsResult) -> list[Table]:
     if tables:
         tables[-1].caption = (
             "err = max |value − float64 reference| / max |reference| of y and of the gradients dx, "
-            "dweight, dbias; max |Δy|: the output's largest absolute error. The reference uses the same "
-            "rounded inputs: x = offset + N(0,1), weight = 1 + N(0,0.1²), bias = N(0,0.1²), dy = N(0,1). "
-            "bit-equal: share of outputs identical to torch's bit for bit. Red: error > 1e-2. "
-            f"{LABEL_CAPTION}"
+            "dweight, dbias (— : an RMSNorm has no bias); max |Δy|: the output's largest absolute error. "
+            "The reference uses the same rounded inputs: x = offset + N(0,1), weight = 1 + N(0,0.1²), "
+            "bias = N(0,0.1²), dy = N(0,1). bit-equal: share of outputs identical to torch's bit for bit. "
+            f"Red: error > 1e-2. {_caption(result.norm)}"
         )
     return tables
 
@@ -103,7 +115,8 @@ def speed_tables(result: SpeedResult) -> list[Table]:
     passes = list(dict.fromkeys(row.pass_name for row in result.rows))
     for pass_name in passes:
         table = Table(
-            title=f"LayerNorm speed, {pass_name}, on {result.device}, {result.dtype}, {result.threads} "
+            title=f"{NORM_NAMES[result.norm]} speed, {pass_name}, on {result.device}, {result.dtype}, "
+            f"{result.threads} "
             "threads (interleaved, A/A-controlled; times in ms)",
             title_justify="left",
             caption_justify="left",
@@ -151,7 +164,7 @@ def speed_tables(result: SpeedResult) -> list[Table]:
             "interleaved rounds. × torch: paired median ratio with its 95% CI; * = significant at 5% (exact "
             "sign test, Holm over the implementations of one shape and pass); detectable: the smallest "
             "difference from torch the run finds 80% of the time. faults: page faults per call. "
-            f"Allocator: {result.allocator}. {LABEL_CAPTION}"
+            f"Allocator: {result.allocator}. {_caption(result.norm)}"
         )
     return tables
 
@@ -173,12 +186,12 @@ def memory_table(result: MemoryResult) -> Table:
     """Bytes saved for backward and the forward+backward peak, in MB and as multiples of the input."""
     M, N = result.shape
     table = Table(
-        title=f"LayerNorm memory: {M}×{N} {result.dtype} input on {result.device}",
+        title=f"{NORM_NAMES[result.norm]} memory: {M}×{N} {result.dtype} input on {result.device}",
         title_justify="left",
         caption="saved: distinct storages autograd keeps for backward (saved-tensor hooks); beyond "
         "input+params: those that are neither the input nor a parameter. peak: "
         f"{result.peak_method}, forward+backward, beyond memory held before. MB = 10^6 bytes. "
-        f"{LABEL_CAPTION}",
+        f"{_caption(result.norm)}",
         caption_justify="left",
     )
     table.add_column("implementation", no_wrap=True)

@@ -1,4 +1,5 @@
-"""Does the custom LayerNorm match PyTorch's, and what does it cost in time, memory and training?
+"""Does the custom LayerNorm (or RMSNorm) match PyTorch's, and what does it cost in time, memory and
+training?
 
 Four parts, each a function returning a result dataclass (``to_dict()`` for JSON, ``to_frame()``
 for pandas); :func:`run_layernorm_study` runs the ones asked for.
@@ -30,8 +31,11 @@ from toolkit.studies.layernorm.corpus import Corpus, stdlib_corpus, text_corpus
 from toolkit.studies.layernorm.implementations import (
     EPS,
     IMPLEMENTATION_LABELS,
+    NORM_KINDS,
     LayerNormFn,
     autograd_layer_norm,
+    autograd_rms_norm,
+    implementation_label,
     implementations,
     make_inputs,
     one_pass_layer_norm,
@@ -45,6 +49,7 @@ from toolkit.studies.layernorm.numerics import (
     NumericsRow,
     check_numerics,
     reference_layer_norm,
+    reference_rms_norm,
 )
 from toolkit.studies.layernorm.speed import (
     PASSES,
@@ -69,6 +74,7 @@ __all__ = [
     "EPS",
     "IMPLEMENTATION_LABELS",
     "MEMORY_SHAPE",
+    "NORM_KINDS",
     "NORM_LABELS",
     "NUMERICS_DTYPES",
     "NUMERICS_OFFSETS",
@@ -88,15 +94,18 @@ __all__ = [
     "TrainingResult",
     "TrainingSettings",
     "autograd_layer_norm",
+    "autograd_rms_norm",
     "bytes_moved",
     "check_numerics",
     "detrended_std",
+    "implementation_label",
     "implementations",
     "make_inputs",
     "measure_memory",
     "measure_speed",
     "one_pass_layer_norm",
     "reference_layer_norm",
+    "reference_rms_norm",
     "run_layernorm_study",
     "stdlib_corpus",
     "stdlib_files",
@@ -141,21 +150,26 @@ def run_layernorm_study(
     settings: TrainingSettings | None = None,
     corpus: Corpus | None = None,
     progress: ProgressCallback = no_progress,
+    norm: str = "layer",
 ) -> LayerNormReport:
-    """Run the parts asked for, in order: numerics, speed, memory, training.
+    """Run the parts asked for, in order: numerics, speed, memory, training. ``norm`` (``layer`` or
+    ``rms``) is the norm the numerics, speed and memory parts study; training compares the norms of
+    ``settings``.
 
     After a SIGINT / SIGTERM under :func:`toolkit.signals.graceful`, the part under way stops early
     with what it has and the later parts are skipped (None).
     """
     report = LayerNormReport()
     if numerics and stop_requested() is None:
-        report.numerics = check_numerics(device, progress=progress)
+        report.numerics = check_numerics(device, progress=progress, norm=norm)
     if speed and stop_requested() is None:
-        report.speed = measure_speed(device, dtype, shapes, speed_backends, budget_s, progress=progress)
+        report.speed = measure_speed(
+            device, dtype, shapes, speed_backends, budget_s, progress=progress, norm=norm
+        )
         if not report.speed.rows:  # stopped before the first shape was timed
             report.speed = None
     if memory and stop_requested() is None:
-        report.memory = measure_memory(device, dtype, progress=progress)
+        report.memory = measure_memory(device, dtype, progress=progress, norm=norm)
     if train and stop_requested() is None:
         report.training = train_norms(device, settings, corpus, progress=progress)
         if report.training.steps_done == 0:

@@ -48,9 +48,11 @@ class MemoryResult:
     device: str
     peak_method: str
     rows: list[MemoryRow]
+    norm: str = "layer"  # "layer" or "rms"
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "norm": self.norm,
             "shape": list(self.shape),
             "dtype": self.dtype,
             "device": self.device,
@@ -68,9 +70,11 @@ def measure_memory(
     dtype: torch.dtype = torch.float32,
     shape: tuple[int, int] = MEMORY_SHAPE,
     progress: ProgressCallback = no_progress,
+    norm: str = "layer",
 ) -> MemoryResult:
-    """Saved-for-backward bytes and forward+backward peak of every implementation on one input."""
-    impls = implementations(device, extra=("autograd-ops",))
+    """Saved-for-backward bytes and forward+backward peak of every implementation of ``norm`` (layer
+    or rms) on one input."""
+    impls = implementations(device, extra=("autograd-ops",), norm=norm)
     x, weight, bias, dy = make_inputs(shape, dtype, device)
     rows = []
     for done, (name, fn) in enumerate(impls.items()):
@@ -80,7 +84,7 @@ def measure_memory(
         saved, extra = saved_tensor_bytes(functools.partial(fn, xg, wg, bg), exclude=(xg, wg, bg))
         with peak_memory(device) as peak:
             y = fn(xg, wg, bg)
-            grads = torch.autograd.grad(y, (xg, wg, bg), dy)
+            grads = torch.autograd.grad(y, (xg, wg, bg), dy, allow_unused=True)  # RMSNorms: no bias
             del y, grads
         rows.append(
             MemoryRow(
@@ -97,4 +101,4 @@ def measure_memory(
         if device.type == "cuda"
         else "live tensor storages tracked per op (TorchDispatchMode)"
     )
-    return MemoryResult(shape, str(dtype).removeprefix("torch."), device_name(device), method, rows)
+    return MemoryResult(shape, str(dtype).removeprefix("torch."), device_name(device), method, rows, norm)

@@ -61,9 +61,11 @@ class NumericsResult:
     eps: float
     device: str
     rows: list[NumericsRow]
+    norm: str = "layer"  # "layer" or "rms" (no bias: its grad_bias errors are NaN)
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "norm": self.norm,
             "shape": list(self.shape),
             "eps": self.eps,
             "device": self.device,
@@ -87,8 +89,21 @@ def reference_layer_norm(
     return (y.detach(), *grads)
 
 
-def _errors(value: torch.Tensor, reference: torch.Tensor) -> tuple[float, float]:
-    """(max relative-to-scale error, max absolute error); NaN when ``value`` is not finite."""
+def reference_rms_norm(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, dy: torch.Tensor, eps: float = EPS
+) -> tuple[torch.Tensor, ...]:
+    """y, dx, dweight in float64 from the textbook RMSNorm formula, differentiated by autograd."""
+    x64, w64 = (t.detach().double().requires_grad_() for t in (x, weight))
+    y = x64 / torch.sqrt((x64 * x64).mean(dim=-1, keepdim=True) + eps) * w64
+    grads = torch.autograd.grad(y, (x64, w64), dy.double())
+    return (y.detach(), *grads)
+
+
+def _errors(value: torch.Tensor | None, reference: torch.Tensor | None) -> tuple[float, float]:
+    """(max relative-to-scale error, max absolute error); NaN when ``value`` is not finite or the
+    tensor does not exist (an RMSNorm's bias gradient)."""
+    if value is None or reference is None:
+        return math.nan, math.nan
     value = value.detach().double()
     if not bool(torch.isfinite(value).all()):
         return math.nan, math.nan
@@ -103,24 +118,29 @@ def check_numerics(
     offsets: Sequence[float] = NUMERICS_OFFSETS,
     dtypes: Sequence[torch.dtype] = NUMERICS_DTYPES,
     progress: ProgressCallback = no_progress,
+    norm: str = "layer",
 ) -> NumericsResult:
     """Errors of each implementation's output and gradients against a float64 reference."""
-    impls = implementations(device, extra=("one-pass",))
+    impls = implementations(device, extra=("one-pass",), norm=norm)
+    reference_norm = reference_rms_norm if norm == "rms" else reference_layer_norm
     cases = [(dtype, offset) for dtype in dtypes for offset in offsets]
     rows: list[NumericsRow] = []
     for done, (dtype, offset) in enumerate(cases):
         progress(done, len(cases), f"numerics: {str(dtype).removeprefix('torch.')}, offset {offset:g}")
         x, weight, bias, dy = make_inputs(shape, dtype, device, offset)
-        reference = reference_layer_norm(x.cpu(), weight.cpu(), bias.cpu(), dy.cpu())
+        reference = (*reference_norm(x.cpu(), weight.cpu(), bias.cpu(), dy.cpu()), None, None)[:4]
         torch_output: torch.Tensor | None = None
         for name, fn in impls.items():
             xg, wg, bg = (t.clone().requires_grad_() for t in (x, weight, bias))
             y = fn(xg, wg, bg)
-            grads = torch.autograd.grad(y, (xg, wg, bg), dy)
+            grads = torch.autograd.grad(y, (xg, wg, bg), dy, allow_unused=True)
             if name == "torch":
                 torch_output = y.detach()
             assert torch_output is not None
-            errors = [_errors(t.cpu(), ref) for t, ref in zip((y, *grads), reference, strict=True)]
+            errors = [
+                _errors(None if t is None else t.cpu(), ref)
+                for t, ref in zip((y, *grads), reference, strict=True)
+            ]
             equal = y.detach().view(-1) == torch_output.view(-1)
             rows.append(
                 NumericsRow(
@@ -139,4 +159,4 @@ def check_numerics(
                 )
             )
     progress(len(cases), len(cases), "numerics: done")
-    return NumericsResult(shape=shape, eps=EPS, device=device_name(device), rows=rows)
+    return NumericsResult(shape=shape, eps=EPS, device=device_name(device), rows=rows, norm=norm)

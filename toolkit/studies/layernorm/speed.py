@@ -18,12 +18,7 @@ from toolkit.errors import ConfigError
 from toolkit.layernorm import available_backends
 from toolkit.progress import ProgressCallback, no_progress
 from toolkit.signals import stop_requested
-from toolkit.studies.layernorm.implementations import (
-    LayerNormFn,
-    custom_layer_norm,
-    make_inputs,
-    torch_layer_norm,
-)
+from toolkit.studies.layernorm.implementations import LayerNormFn, implementations, make_inputs
 from toolkit.studies.settings import DEFAULT_SHAPES
 from toolkit.timing.engine import compare
 from toolkit.timing.machine import capture_context, configure_allocator
@@ -90,9 +85,11 @@ class SpeedResult:
     copy_gb_per_s: dict[str, float]  # "MxN pass" -> copy bandwidth measured in that comparison
     noise_floor_pct: dict[str, float]  # "MxN pass" -> the A/A control's noise floor
     cautions: list[Caution] = field(default_factory=list)  # subjects "MxN pass: arm"
+    norm: str = "layer"  # "layer" or "rms"
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "norm": self.norm,
             "device": self.device,
             "dtype": self.dtype,
             "threads": self.threads,
@@ -135,7 +132,7 @@ def _forward_backward_call(
         # timing.compare runs calls under inference_mode; the backward needs autograd back on.
         with torch.inference_mode(False), torch.enable_grad():
             y = fn(xg, wg, bg)
-            return torch.autograd.grad(y, (xg, wg, bg), dy)
+            return torch.autograd.grad(y, (xg, wg, bg), dy, allow_unused=True)  # RMSNorms have no bias
 
     return step
 
@@ -163,11 +160,13 @@ def measure_speed(
     budget_s: float = 4.0,
     target_rel_ci: float = 0.02,
     progress: ProgressCallback = no_progress,
+    norm: str = "layer",
 ) -> SpeedResult:
-    """Time forward and forward+backward of torch's and the custom LayerNorm, interleaved per shape.
+    """Time forward and forward+backward of torch's and the custom norm, interleaved per shape.
 
-    ``backends`` are the custom backends to time (default: the fast one for ``device``, i.e. numba
-    on CPU and triton on CUDA, falling back to torch-ops). Each comparison also times ``copy``
+    ``norm``: ``layer`` (LayerNorm) or ``rms`` (RMSNorm, with torch's LayerNorm timed beside it for
+    scale). ``backends`` are the custom backends to time (default: the fast one for ``device``, i.e.
+    numba on CPU and triton on CUDA, falling back to torch-ops). Each comparison also times ``copy``
     (``y.copy_(x)``, 2·M·N·bytes), so that bandwidth is judged against this machine, now.
     """
     available = available_backends(device)
@@ -180,7 +179,9 @@ def measure_speed(
                 f"available: {', '.join(available)}"
             )
     allocator = configure_allocator()  # freed blocks stay in the process: no page faults per call
-    impls = {"torch": torch_layer_norm} | {f"custom-{b}": custom_layer_norm(b) for b in backends}
+    every = implementations(device, extra=("torch-layernorm",), norm=norm)
+    impls = {name: fn for name, fn in every.items() if not name.startswith("custom-")}
+    impls |= {f"custom-{b}": every[f"custom-{b}"] for b in backends}
     context = capture_context(device, dtype)
     rows: list[SpeedRow] = []
     copy_bandwidth: dict[str, float] = {}
@@ -234,6 +235,7 @@ def measure_speed(
         copy_gb_per_s=copy_bandwidth,
         noise_floor_pct=noise,
         cautions=cautions,
+        norm=norm,
     )
 
 
