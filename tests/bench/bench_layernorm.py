@@ -73,7 +73,8 @@ def report(norm: str, result: SpeedResult, shapes: list[tuple[int, int]], cuda: 
             copy_gbs = result.copy_gb_per_s[f"{label} {pass_name}"]
             ln = f"{vs_layernorm:>6.3f} " if vs_layernorm is not None else ""
             print(
-                f"{label:>11} {pass_name:>16} {torch_row.timing.median_ms:>9.3f} {custom.timing.median_ms:>9.3f} "
+                f"{label:>11} {pass_name:>16} {torch_row.timing.median_ms:>9.3f} "
+                f"{custom.timing.median_ms:>9.3f} "
                 f"{ratio:>20} {ln}{custom.gb_per_s:>7.1f} {copy_gbs:>9.1f} {custom.pct_of_copy:>5.0f}% "
                 f"{noise:>6.1f}%  {verdict} ({custom.implementation})"
             )
@@ -82,7 +83,10 @@ def report(norm: str, result: SpeedResult, shapes: list[tuple[int, int]], cuda: 
             f"custom ≤ {CUDA_TARGET_RATIO}× torch everywhere, forward ≥ {CUDA_TARGET_COPY_PCT:.0f}% of copy"
         )
     elif norm == "layer":
-        targets = f"custom forward+backward ≤ {CPU_LAYER_FWD_BWD}× and forward ≤ {CPU_LAYER_FWD}× torch at every shape"
+        targets = (
+            f"custom forward+backward ≤ {CPU_LAYER_FWD_BWD}× and forward ≤ {CPU_LAYER_FWD}× torch "
+            "at every shape"
+        )
     else:
         targets = (
             f"custom forward+backward ≤ {CPU_RMS_VS_TORCH}× torch.nn.RMSNorm and ≤ {CPU_RMS_VS_LAYERNORM}× "
@@ -107,9 +111,8 @@ def main() -> int:
     for norm in ("layer", "rms") if args.norm == "both" else (args.norm,):
         result = measure_speed(device, torch.float32, shapes, budget_s=args.budget, norm=norm)
         if norm == "layer" or args.norm == "rms":
-            print(
-                f"device: {result.device}, {result.dtype}, {result.threads} threads; allocator: {result.allocator}"
-            )
+            print(f"device: {result.device}, {result.dtype}, {result.threads} threads")
+            print(f"allocator: {result.allocator}")
             print(
                 "bytes: forward 2·M·N·4, forward+backward 5·M·N·4; copy = y.copy_(x), timed beside each shape"
             )
