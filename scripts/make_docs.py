@@ -81,10 +81,13 @@ PAGES = (
         "Does my LayerNorm match PyTorch's, and what does it cost?",
         "Numerics against a float64 reference (including a large mean offset, where a one-pass variance "
         "fails), speed and achieved bandwidth against a plain copy timed in the same run, bytes saved "
-        "for backward, and a small byte-level GPT trained with each normalisation.",
+        "for backward, and a small byte-level GPT trained with each normalisation. --norm rms studies the "
+        "custom RMSNorm against torch.nn.RMSNorm the same way, torch's LayerNorm timed beside it.",
         (
             "toolkit layernorm-compare --device cpu --shapes 4096x256,8192x1024 --budget 2 "
             "--steps 60 --no-plot",
+            "toolkit layernorm-compare --norm rms --device cpu --shapes 4096x256,8192x1024 --budget 2 "
+            "--no-train --no-plot",
         ),
     ),
     Page(
