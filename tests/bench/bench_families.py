@@ -32,6 +32,8 @@ if importlib.util.find_spec("transformers") is None:
         "bench_families.py needs transformers: run it with 'nox -s bench -- tests/bench/bench_families.py'"
     )
 
+from bench_model import ratio_of_medians_ci  # this folder is on sys.path when a bench runs
+
 from toolkit.device import device_name
 from toolkit.timing import TimingContext, compare, configure_allocator
 from toolkit.weights import load_checkpoint
@@ -87,15 +89,6 @@ print(json.dumps({"seconds": seconds, "rss_growth": hwm() - before, "loaded_byte
 """
 
 
-def ratio_ci(ours: np.ndarray, theirs: np.ndarray, seed: int = 0) -> tuple[float, float]:
-    """95% paired bootstrap CI of median(ours) / median(theirs), resampling whole rounds."""
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, ours.size, size=(2000, ours.size))
-    ratios = np.median(ours[idx], axis=1) / np.median(theirs[idx], axis=1)
-    low, high = np.quantile(ratios, [0.025, 0.975])
-    return float(low), float(high)
-
-
 def forward(folder: Path, budget_s: float) -> None:
     from transformers import LlamaForCausalLM
 
@@ -118,7 +111,7 @@ def forward(folder: Path, budget_s: float) -> None:
     )
     ours, theirs = result.measurements["toolkit"], result.measurements["transformers-llama-sdpa"]
     ratio = ours.median_ms / theirs.median_ms
-    low, high = ratio_ci(np.asarray(ours.samples_ms), np.asarray(theirs.samples_ms))
+    low, high = ratio_of_medians_ci(np.asarray(ours.samples_ms), np.asarray(theirs.samples_ms))
     print(f"device: {device_name(cpu)}, {torch.get_num_threads()} threads, torch {torch.__version__}")
     print(
         f"SmolLM2-135M shape, S={SEQ_LEN}, B={BATCH}, float32; max |logit difference| toolkit vs HF: "

@@ -373,18 +373,7 @@ def layer_norm(
     backend: str = "auto",
 ) -> torch.Tensor:
     """``torch.nn.functional.layer_norm`` with the custom backward, and ``unbiased``/``backend`` added."""
-    shape = _normalized_shape(normalized_shape)
-    n_dims = len(shape)
-    if x.dim() < n_dims or tuple(x.shape[x.dim() - n_dims :]) != shape:
-        raise InputError(
-            f"LayerNorm over normalized_shape={list(shape)} expects input of shape [*, "
-            f"{', '.join(map(str, shape))}], got {list(x.shape)}"
-        )
-    for name, param in (("weight", weight), ("bias", bias)):
-        if param is not None and tuple(param.shape) != shape:
-            raise InputError(f"LayerNorm {name} must have shape {list(shape)}, got {list(param.shape)}")
-    if not x.is_floating_point():
-        raise InputError(f"LayerNorm needs a floating-point input, got {x.dtype}")
+    shape = check_norm_input("LayerNorm", x, normalized_shape, {"weight": weight, "bias": bias})
     row_size = math.prod(shape)
     if unbiased and row_size < 2:
         raise InputError("unbiased LayerNorm needs at least 2 elements per row (it divides by N - 1)")
@@ -402,6 +391,26 @@ def layer_norm(
     apply = LayerNormFunction.apply
     result: torch.Tensor = apply(x, weight, bias, shape, float(eps), divisor, concrete)  # type: ignore[no-untyped-call]
     return result
+
+
+def check_norm_input(
+    what: str, x: torch.Tensor, normalized_shape: int | Sequence[int], params: dict[str, torch.Tensor | None]
+) -> tuple[int, ...]:
+    """The normalised shape, after refusing an input or parameter that does not fit it (``what``:
+    LayerNorm or RMSNorm, for the message)."""
+    shape = _normalized_shape(normalized_shape)
+    n_dims = len(shape)
+    if x.dim() < n_dims or tuple(x.shape[x.dim() - n_dims :]) != shape:
+        raise InputError(
+            f"{what} over normalized_shape={list(shape)} expects input of shape [*, "
+            f"{', '.join(map(str, shape))}], got {list(x.shape)}"
+        )
+    for name, param in params.items():
+        if param is not None and tuple(param.shape) != shape:
+            raise InputError(f"{what} {name} must have shape {list(shape)}, got {list(param.shape)}")
+    if not x.is_floating_point():
+        raise InputError(f"{what} needs a floating-point input, got {x.dtype}")
+    return shape
 
 
 def _normalized_shape(normalized_shape: int | Sequence[int]) -> tuple[int, ...]:

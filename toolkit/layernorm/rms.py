@@ -32,7 +32,7 @@ import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from toolkit.errors import ConfigError, InputError
+from toolkit.errors import ConfigError
 from toolkit.layernorm.module import (
     BACKENDS,
     _as,
@@ -41,6 +41,7 @@ from toolkit.layernorm.module import (
     _normalized_shape,
     _numba_kernels,
     _triton_kernels,
+    check_norm_input,
     resolve_backend,
 )
 
@@ -207,17 +208,7 @@ def rms_norm(
 ) -> torch.Tensor:
     """``torch.nn.functional.rms_norm`` with the custom backward and a ``backend`` (auto, torch-ops,
     numba, triton). ``eps=None``: the machine epsilon of x's dtype, as in PyTorch."""
-    shape = _normalized_shape(normalized_shape)
-    n_dims = len(shape)
-    if x.dim() < n_dims or tuple(x.shape[x.dim() - n_dims :]) != shape:
-        raise InputError(
-            f"RMSNorm over normalized_shape={list(shape)} expects input of shape [*, "
-            f"{', '.join(map(str, shape))}], got {list(x.shape)}"
-        )
-    if weight is not None and tuple(weight.shape) != shape:
-        raise InputError(f"RMSNorm weight must have shape {list(shape)}, got {list(weight.shape)}")
-    if not x.is_floating_point():
-        raise InputError(f"RMSNorm needs a floating-point input, got {x.dtype}")
+    shape = check_norm_input("RMSNorm", x, normalized_shape, {"weight": weight})
     row_size = math.prod(shape)
     concrete = resolve_backend(backend, x.device, row_size)
     epsilon = float(torch.finfo(x.dtype).eps if eps is None else eps)
