@@ -233,3 +233,35 @@ def test_model_uses_the_fused_rmsnorm_and_matches_torchs() -> None:
     ids = torch.randint(0, config.vocab_size, (2, config.max_seq_len))
     with torch.no_grad():
         torch.testing.assert_close(ours(ids), theirs(ids), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(4096, 256), (33, 300), (0, 64), (7, 1)])
+def test_triton_matches_torch_on_cuda(dtype: torch.dtype, shape: tuple[int, int]) -> None:
+    """The Triton RMSNorm: output, dx and dweight as close to float64 as torch's own on the GPU."""
+    generator = torch.Generator().manual_seed(0)
+    x = (3 + torch.randn(shape, generator=generator)).to("cuda", dtype)
+    weight = (1 + 0.3 * torch.randn(shape[1], generator=generator)).to("cuda", dtype)
+    dy = torch.randn(shape, generator=generator).to("cuda", dtype)
+    reference = _float64_reference(x.cpu(), weight.cpu(), dy.cpu(), (shape[1],), 1e-5)
+    theirs = _run(lambda a, w: F.rms_norm(a, (shape[1],), w, 1e-5), x, weight, dy)
+    ours = _run(lambda a, w: rms_norm(a, shape[1], w, 1e-5, backend="triton"), x, weight, dy)
+    unit = torch.finfo(dtype).eps
+    for name, ref, t, o in zip(("y", "dx", "dweight"), reference, theirs, ours, strict=True):
+        assert o.dtype == t.dtype, name
+        floor = 4 * unit * max(float(ref.abs().max()) if ref.numel() else 0.0, 1.0)
+        assert _error(o.cpu(), ref) <= 2 * _error(t.cpu(), ref) + floor, name
+
+
+@pytest.mark.cuda
+def test_model_on_cuda_runs_the_triton_rmsnorm() -> None:
+    """A Llama-shaped model on CUDA picks the Triton RMSNorm and matches PyTorch's RMSNorm model."""
+    config = TINY.replace(norm="rms", positions="rope", mlp="swiglu", n_kv_heads=1, qk_norm=True)
+    with torch.device("cuda"):
+        ours = Transformer(config).eval()
+        theirs = Transformer(config.replace(norm="rms-torch")).eval()
+    theirs.load_state_dict(ours.state_dict())
+    ids = torch.randint(0, config.vocab_size, (2, config.max_seq_len), device="cuda")
+    with torch.no_grad():
+        torch.testing.assert_close(ours(ids), theirs(ids), rtol=1e-4, atol=1e-4)
