@@ -129,3 +129,37 @@ def test_half_precision_on_cpu_is_flagged_once_and_not_rated_against_itself() ->
     assert [m["level"] for m in emulated] == ["warning"]
     for row in data["rows"]:  # the rate is the model's FLOP over its time, against float32's
         assert row["pct_of_matmul"] == pytest.approx(100 * row["gflops"] / data["matmul_gflops"])
+
+
+def test_out_of_memory_mid_run_prints_the_rows_then_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An allocation failing after admission (here: the heads=3 model's forward, from its 30th call)
+    prints the rows timed before it, then one line naming the problem, exit 2, no traceback."""
+    real_build = latency_study.build_forward
+
+    def build(config: Any, *args: Any, **kwargs: Any) -> Any:
+        forward, compile_s = real_build(config, *args, **kwargs)
+        if config.n_heads != 3:
+            return forward, compile_s
+        calls = [0]
+
+        def failing() -> Any:
+            calls[0] += 1
+            if calls[0] >= 30:
+                raise RuntimeError(
+                    "[enforce fail at alloc_cpu.cpp:118] DefaultCPUAllocator: can't allocate memory"
+                )
+            return forward()
+
+        return failing, compile_s
+
+    monkeypatch.setattr(latency_study, "build_forward", build)
+    args = [*TINY_FLAGS, "--device", "cpu", "--budget", "30", "--target-ci", "0.1", "--values", "1,3"]
+    result = _invoke([*args, "--json", "--no-plot"])
+    assert result.exit_code == 2, result.output
+    data = json.loads(result.stdout)
+    assert data["stop_reason"] == "out_of_memory"
+    assert [row["value"] for row in data["rows"]] == [1, 3]
+    assert all(row["n_samples"] >= 2 for row in data["rows"])
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("toolkit: error: ran out of memory while timing the heads sweep")
+    assert "Traceback" not in result.stderr

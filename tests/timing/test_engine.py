@@ -149,3 +149,53 @@ def test_measure_on_cuda_uses_events() -> None:
     big = torch.randn(2048, 2048, device=device)
     m_big = measure(lambda: big @ big, device=device, budget_s=0.2, min_samples=5)
     assert m_big.median_ms > m.median_ms
+
+
+def _failing_after(calls: int) -> Callable[[], object]:
+    """A callable whose allocation fails (torch.OutOfMemoryError) from its ``calls``-th call on."""
+    done = [0]
+
+    def run() -> object:
+        done[0] += 1
+        if done[0] >= calls:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return time.sleep(0.0003)
+
+    return run
+
+
+def test_compare_stops_on_out_of_memory_keeping_the_complete_rounds() -> None:
+    """An arm that runs out of memory mid-run ends the comparison with the rounds completed before it;
+    every arm keeps the same number of samples; too early, it is one clear error."""
+    from toolkit.errors import InsufficientMemoryError
+
+    result = compare(
+        {"a": lambda: time.sleep(0.0003), "b": _failing_after(40)},
+        baseline="a",
+        device=torch.device("cpu"),
+        warmup=1,
+        budget_s=30.0,
+        target_rel_ci=1e-9,  # never converges: the run goes on until the allocation fails
+        aa_control=False,
+    )
+    assert result.stop_reason == "out_of_memory"
+    counts = {name: m.n_samples for name, m in result.measurements.items()}
+    assert len(set(counts.values())) == 1
+    assert counts["a"] >= 2
+    with pytest.raises(InsufficientMemoryError, match="before two rounds were complete"):
+        compare(
+            {"a": lambda: None, "b": _failing_after(3)}, baseline="a", device=torch.device("cpu"), warmup=1
+        )
+    with pytest.raises(ValueError, match="not memory"):  # other errors pass through unchanged
+        compare(
+            {"a": lambda: None, "b": _raises(ValueError("not memory"))},
+            baseline="a",
+            device=torch.device("cpu"),
+        )
+
+
+def _raises(exc: Exception) -> Callable[[], object]:
+    def run() -> object:
+        raise exc
+
+    return run

@@ -14,7 +14,7 @@ from toolkit.cli import options as opt
 from toolkit.cli.app import app
 from toolkit.cli.output import Output
 from toolkit.config import ModelConfig
-from toolkit.errors import DataError, WeightsError
+from toolkit.errors import DataError, InsufficientMemoryError, WeightsError
 from toolkit.files import PLOT_SUFFIXES, check_output_file
 from toolkit.plots import ABLATION_PLOT
 from toolkit.signals import exit_code, exit_now, stop_requested
@@ -273,6 +273,11 @@ def ablate_command(
         verdict_table(result),
     ]
     out.finish({"rows": rows, "text": result.text}, *(table for table in tables if table is not None))
+    if result.latency is not None and result.latency.stop_reason == "out_of_memory":
+        raise InsufficientMemoryError(
+            "ran out of memory while timing the variants; the results above were measured before it. "
+            "Lower --seq-len or --batch, or close other programs"
+        )
 
 
 def _variant_flags(*flags: object) -> bool:

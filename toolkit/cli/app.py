@@ -63,7 +63,9 @@ class ToolkitGroup(TyperGroup):
         except ToolkitError as exc:
             fail(exc.describe(FLAGS))
         except (MemoryError, RuntimeError) as exc:  # torch.OutOfMemoryError is a RuntimeError
-            if not _out_of_memory(exc):
+            from toolkit.timing.engine import out_of_memory  # imports torch: only once one failed
+
+            if not out_of_memory(exc):
                 raise
             fail(
                 f"ran out of memory: {str(exc).splitlines()[0][:200]}; lower the model's size, --seq-len or "
@@ -75,17 +77,6 @@ class ToolkitGroup(TyperGroup):
         if standalone_mode:
             raise SystemExit(code)
         return code
-
-
-def _out_of_memory(exc: BaseException) -> bool:
-    """An allocation that failed after admission (the estimate was short, or memory was taken since)."""
-    text = str(exc)
-    return (
-        isinstance(exc, MemoryError)
-        or type(exc).__name__ == "OutOfMemoryError"
-        or "can't allocate memory" in text
-        or "out of memory" in text.lower()
-    )
 
 
 app = typer.Typer(

@@ -12,7 +12,7 @@ from rich.console import RenderableType
 from toolkit.cli import options as opt
 from toolkit.cli.app import app
 from toolkit.cli.output import Output
-from toolkit.errors import OutputError, SweepError
+from toolkit.errors import InsufficientMemoryError, OutputError, SweepError
 from toolkit.files import PLOT_SUFFIXES, atomic_path, check_output_dir, check_output_file
 from toolkit.plots import PLOTS_DIR
 from toolkit.studies.settings import DEFAULT_VALUES
@@ -228,3 +228,9 @@ def latency_command(
     if report is not None:
         renderables.append(summary_table(report))
     out.finish({**outcome.to_dict(), "plots": [str(p) for p in plot_paths]}, *renderables)
+    short = next((sweep.vary for sweep in sweeps if sweep.stop_reason == "out_of_memory"), None)
+    if short is not None:  # the rows above are what was measured before the allocation failed
+        raise InsufficientMemoryError(
+            f"ran out of memory while timing the {short} sweep; the rows above were measured before it. "
+            "Lower --seq-len, --batch or the model's size, or close other programs"
+        )

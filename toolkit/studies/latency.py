@@ -470,6 +470,8 @@ def measure_latency_all(
     for index, vary in enumerate(VARY_CHOICES):
         if stop_requested() is not None:  # SIGINT / SIGTERM: keep the sweeps done so far
             break
+        if sweeps and sweeps[-1].stop_reason == "out_of_memory":  # the next would fail as well
+            break
 
         def sweep_progress(_done: int, _total: int, description: str, index: int = index) -> None:
             report(index, len(VARY_CHOICES), description)

@@ -62,4 +62,5 @@ def describe_stop(reason: str, target_rel_ci: float) -> str:
         "max_samples": "stopped at the maximum number of samples",
         "given": "samples given, not timed here",
         "interrupted": "stopped early by a signal (SIGINT / SIGTERM)",
+        "out_of_memory": "stopped early: an allocation failed (out of memory)",
     }.get(reason, reason)

@@ -14,6 +14,9 @@
 
 Both stop early, with ``stop_reason == "interrupted"``, once :func:`toolkit.signals.stop_requested`
 (a SIGINT or SIGTERM under :func:`toolkit.signals.graceful`) and two samples are in hand.
+:func:`compare` also stops, with ``stop_reason == "out_of_memory"``, when an arm's call fails to
+allocate after admission let it start: the rounds completed before it are kept (the unfinished one
+is dropped); with fewer than two, :class:`toolkit.errors.InsufficientMemoryError` is raised.
 
 Every call runs under ``torch.inference_mode()``, with the allocator configured
 (:func:`toolkit.timing.machine.configure_allocator`) and garbage collection paused.
@@ -31,6 +34,7 @@ from collections.abc import Callable, Iterator, Mapping
 import numpy as np
 import torch
 
+from toolkit.errors import InsufficientMemoryError
 from toolkit.progress import ProgressCallback, no_progress
 from toolkit.signals import stop_requested
 from toolkit.timing.decision import median_ci
@@ -199,10 +203,23 @@ def compare(
         while rounds < max_rounds:
             first = names[rounds % len(names)]
             rest = [name for name in names if name != first]
-            for name in [first, *(rest[i] for i in order.permutation(len(rest)))]:
-                before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-                samples[name].append(timer(arms[name], calls[name]))
-                faults[name] += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+            try:
+                for name in [first, *(rest[i] for i in order.permutation(len(rest)))]:
+                    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+                    samples[name].append(timer(arms[name], calls[name]))
+                    faults[name] += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+            except (MemoryError, RuntimeError) as exc:  # torch.OutOfMemoryError is a RuntimeError
+                if not out_of_memory(exc):
+                    raise
+                for name in names:  # the unfinished round
+                    del samples[name][rounds:]
+                if rounds < MIN_INTERRUPTED:
+                    raise InsufficientMemoryError(
+                        f"ran out of memory while timing ({str(exc).splitlines()[0][:160]}) before two "
+                        "rounds were complete; nothing measured"
+                    ) from None
+                stop_reason = "out_of_memory"
+                break
             rounds += 1
             elapsed = time.perf_counter() - start
             expected = max(expected, min(max_rounds, int(budget_s / (elapsed / rounds))))
@@ -232,6 +249,17 @@ def compare(
         calls_per_sample=calls,
         elapsed_s=elapsed,
         others_cpu_share=busy,
+    )
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is a failed allocation (PyTorch's CPU or CUDA allocator, or Python's)."""
+    text = str(exc)
+    return (
+        isinstance(exc, MemoryError)
+        or type(exc).__name__ == "OutOfMemoryError"
+        or "can't allocate memory" in text
+        or "out of memory" in text.lower()
     )
 
 
