@@ -42,7 +42,9 @@ TIMING = "Latency"
 VariantEps = Annotated[
     float | None,
     typer.Option(
-        "--eps", help="Variant: LayerNorm eps (the classic study uses 1e-4).", rich_help_panel=VARIANTS
+        "--eps",
+        help="Variant: the norms' eps, LayerNorm or RMSNorm (the classic study uses 1e-4).",
+        rich_help_panel=VARIANTS,
     ),
 ]
 NoScale = Annotated[

@@ -38,7 +38,8 @@ Mlp = Annotated[
     int | None, typer.Option("--mlp", help="MLP hidden width d_mlp (default 1280).", rich_help_panel=MODEL)
 ]
 Eps = Annotated[
-    float | None, typer.Option("--eps", help="LayerNorm eps (default 1e-5).", rich_help_panel=MODEL)
+    float | None,
+    typer.Option("--eps", help="Norm eps, LayerNorm or RMSNorm (default 1e-5).", rich_help_panel=MODEL),
 ]
 ConfigFile = Annotated[
     Path | None,
