@@ -55,11 +55,13 @@ SMOLLM2_135M = {
 }
 
 CHILD = r"""
-import json, sys, time
-from pathlib import Path
+import json, sys
 
-which, folder, dtype_name = sys.argv[1], sys.argv[2], sys.argv[3]
+which, folder, dtype_name, bench_dir = sys.argv[1:5]
+sys.path.insert(0, bench_dir)
+from load_timing import timed_load
 import torch
+
 dtype = getattr(torch, dtype_name)
 if which == "toolkit":
     from toolkit.weights import load_checkpoint
@@ -67,25 +69,7 @@ if which == "toolkit":
 else:
     from transformers import LlamaForCausalLM
     load = lambda: LlamaForCausalLM.from_pretrained(folder, dtype=dtype)
-
-
-def hwm():
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-
-
-def rss():
-    return int(Path("/proc/self/statm").read_text().split()[1]) * 4096
-
-
-Path("/proc/self/clear_refs").write_text("5")
-before = rss()
-start = time.perf_counter()
-model = load()
-seconds = time.perf_counter() - start
-loaded = sum(p.numel() * p.element_size() for p in model.parameters())
-print(json.dumps({"seconds": seconds, "rss_growth": hwm() - before, "loaded_bytes": loaded}))
+print(json.dumps(timed_load(load)))
 """
 
 
@@ -130,7 +114,10 @@ def forward(folder: Path, budget_s: float) -> None:
 
 def run_child(which: str, folder: Path, dtype: str) -> dict[str, float]:
     out = subprocess.run(
-        [sys.executable, "-c", CHILD, which, str(folder), dtype], capture_output=True, text=True, check=True
+        [sys.executable, "-c", CHILD, which, str(folder), dtype, str(Path(__file__).parent)],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 

@@ -24,10 +24,12 @@ if importlib.util.find_spec("transformers") is None:
     sys.exit("bench_load.py needs transformers: run it with 'nox -s bench -- tests/bench/bench_load.py'")
 
 CHILD = r"""
-import json, sys, time
-from pathlib import Path
+import json, sys
 
-which, folder = sys.argv[1], sys.argv[2]
+which, folder, bench_dir = sys.argv[1], sys.argv[2], sys.argv[3]
+sys.path.insert(0, bench_dir)
+from load_timing import timed_load
+
 if which == "toolkit":
     from toolkit.weights import load_checkpoint
     load = lambda: load_checkpoint(folder)[0]
@@ -36,30 +38,16 @@ else:
     load = lambda: GPT2LMHeadModel.from_pretrained(folder)
 import torch  # noqa: F401  (both import it; its own allocations are not the load's)
 
-
-def hwm():
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-
-
-def rss():
-    return int(Path("/proc/self/statm").read_text().split()[1]) * 4096
-
-
-Path("/proc/self/clear_refs").write_text("5")
-before = rss()
-start = time.perf_counter()
-model = load()
-seconds = time.perf_counter() - start
-params = sum(p.numel() for p in model.parameters())
-print(json.dumps({"seconds": seconds, "rss_growth": hwm() - before, "params": params}))
+print(json.dumps(timed_load(load)))
 """
 
 
 def run(which: str, folder: Path) -> dict[str, float]:
     out = subprocess.run(
-        [sys.executable, "-c", CHILD, which, str(folder)], capture_output=True, text=True, check=True
+        [sys.executable, "-c", CHILD, which, str(folder), str(Path(__file__).parent)],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
