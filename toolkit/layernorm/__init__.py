@@ -1,7 +1,9 @@
 """The custom LayerNorm: a drop-in for ``torch.nn.LayerNorm`` with a hand-derived backward.
 
-- ``module``: the autograd function, the ``layer_norm`` functional, the ``LayerNorm`` module, backend
-  choice (``torch-ops``, ``numba``, ``triton``), and ``FeatureBatchNorm`` for the training study.
+- ``backends``: what both norms share: backend choice (``torch-ops``, ``numba``, ``triton``), the
+  compute dtype, kernel operands, input checks.
+- ``module``: the autograd function, the ``layer_norm`` functional, the ``LayerNorm`` module, and
+  ``FeatureBatchNorm`` for the training study.
 - ``rms``: the custom RMSNorm (``rms_norm``, ``RMSNorm``, ``RMSNormFunction``): the same backends.
 - ``numba_kernels``: the CPU kernels (imported when first needed).
 - ``triton_kernels``: the CUDA kernels (imported only when a CUDA tensor arrives).

@@ -39,100 +39,37 @@ those texts.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Sequence
-from types import ModuleType
 from typing import Any
 
 import torch
 from torch import nn
 from torch.autograd.function import once_differentiable
 
-from toolkit.errors import BackendError, ConfigError, InputError
+from toolkit.errors import ConfigError, InputError
+from toolkit.layernorm.backends import (
+    BACKENDS,
+    as_dtype,
+    available_backends,
+    check_norm_input,
+    compute_dtype,
+    kernel_operand,
+    load_numba_kernels,
+    load_triton_kernels,
+    normalized_shape_of,
+    resolve_backend,
+)
 
-BACKENDS = ("auto", "torch-ops", "numba", "triton")
-"""Names accepted by ``backend=``; ``auto`` picks the fastest one that can run on the input."""
-
-_NUMBA_DTYPES = (torch.float32, torch.float64)  # others run the float32 kernel on a float32 copy
-
-
-# --------------------------------------------------------------------------------------------
-# Backend availability and choice
-# --------------------------------------------------------------------------------------------
-
-
-@functools.cache
-def _numba_kernels() -> ModuleType | None:
-    """The compiled-on-demand Numba kernels, or None when Numba is not installed."""
-    try:
-        from toolkit.layernorm import numba_kernels
-    except ImportError:
-        return None
-    return numba_kernels
-
-
-@functools.cache
-def _triton_kernels() -> ModuleType | None:
-    """The Triton kernels, or None without CUDA or without Triton (imported lazily, never on CPU)."""
-    if not torch.cuda.is_available():
-        return None
-    try:
-        from toolkit.layernorm import triton_kernels
-    except ImportError:
-        return None
-    return triton_kernels
-
-
-def available_backends(device: torch.device | str) -> list[str]:
-    """The concrete backends that can run on ``device``, slowest (the reference) first."""
-    device = torch.device(device)
-    names = ["torch-ops"]
-    if device.type == "cpu" and _numba_kernels() is not None:
-        names.append("numba")
-    if device.type == "cuda" and _triton_kernels() is not None:
-        names.append("triton")
-    return names
-
-
-@functools.lru_cache(maxsize=64)
-def resolve_backend(backend: str, device: torch.device, row_size: int = 1) -> str:
-    """The concrete backend ``backend`` means for tensors on ``device`` with rows of ``row_size``."""
-    if backend not in BACKENDS:
-        raise ConfigError(f"unknown LayerNorm backend {backend!r}; valid values: {', '.join(BACKENDS)}")
-    if backend == "auto":
-        if device.type == "cuda" and _triton_kernels() is not None and row_size <= _triton_max_row():
-            return "triton"
-        if device.type == "cpu" and _numba_kernels() is not None:
-            return "numba"
-        return "torch-ops"
-    if backend == "numba":
-        if device.type != "cpu":
-            raise BackendError(f"the numba LayerNorm backend runs on the CPU, not {device.type}; use auto")
-        if _numba_kernels() is None:
-            raise BackendError("the numba LayerNorm backend needs numba; pip install numba, or use torch-ops")
-    if backend == "triton":
-        if device.type != "cuda":
-            raise BackendError(f"the triton LayerNorm backend runs on CUDA, not {device.type}; use auto")
-        if _triton_kernels() is None:
-            raise BackendError("the triton LayerNorm backend needs triton; pip install triton, or use auto")
-        if row_size > _triton_max_row():
-            raise BackendError(
-                f"the triton LayerNorm backend handles rows of at most {_triton_max_row()} elements, "
-                f"got {row_size}; use auto or torch-ops"
-            )
-    return backend
-
-
-def _triton_max_row() -> int:
-    kernels = _triton_kernels()
-    return 0 if kernels is None else int(kernels.MAX_ROW_SIZE)
-
-
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """Statistics and arithmetic in float32, or float64 for float64 inputs."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
+__all__ = [
+    "BACKENDS",
+    "FeatureBatchNorm",
+    "LayerNorm",
+    "LayerNormFunction",
+    "available_backends",
+    "layer_norm",
+    "resolve_backend",
+]
 
 # --------------------------------------------------------------------------------------------
 # torch-ops: the readable reference backend
@@ -143,7 +80,7 @@ def _forward_torch_ops(
     x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float, divisor: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """x (M, N) -> y (M, N) in x's dtype, mean (M,), rstd (M,) in the compute dtype."""
-    xc = x.to(_compute_dtype(x.dtype))
+    xc = x.to(compute_dtype(x.dtype))
     mean = xc.mean(dim=1, keepdim=True)  # (M, 1)
     centered = xc - mean  # (M, N)
     variance = centered.square().sum(dim=1, keepdim=True) / divisor  # (M, 1)
@@ -188,27 +125,12 @@ def _backward_torch_ops(
 # --------------------------------------------------------------------------------------------
 
 
-@functools.cache
-def _filled(size: int, dtype: torch.dtype, value: float) -> torch.Tensor:
-    """A constant weight (ones) or bias (zeros) for LayerNorms without them; never written to."""
-    return torch.full((size,), value, dtype=dtype)
-
-
-def _kernel_operand(param: torch.Tensor | None, size: int, dtype: torch.dtype, fill: float) -> Any:
-    """A weight or bias as a NumPy array of the compute dtype (converted only when needed)."""
-    if param is None:
-        param = _filled(size, dtype, fill)
-    elif param.dtype != dtype:
-        param = param.to(dtype)
-    return param.numpy()
-
-
 def _forward_numba(
     x: torch.Tensor, weight: torch.Tensor | None, bias: torch.Tensor | None, eps: float, divisor: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    kernels = _numba_kernels()
+    kernels = load_numba_kernels()
     assert kernels is not None
-    compute = _compute_dtype(x.dtype)
+    compute = compute_dtype(x.dtype)
     xk = x if x.dtype == compute else x.to(compute)
     M, N = xk.shape
     y = torch.empty_like(xk)
@@ -221,8 +143,8 @@ def _forward_numba(
     )
     kernel(
         xk.numpy(),
-        _kernel_operand(weight, N, compute, 1.0),
-        _kernel_operand(bias, N, compute, 0.0),
+        kernel_operand(weight, N, compute, 1.0),
+        kernel_operand(bias, N, compute, 0.0),
         y.numpy(),
         mean.numpy(),
         rstd.numpy(),
@@ -243,7 +165,7 @@ def _backward_numba(
     need_dweight: bool,
     need_dbias: bool,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-    kernels = _numba_kernels()
+    kernels = load_numba_kernels()
     assert kernels is not None
     compute = mean.dtype
     xk = x if x.dtype == compute else x.to(compute)
@@ -258,7 +180,7 @@ def _backward_numba(
     kernel(
         dyk.numpy(),
         xk.numpy(),
-        _kernel_operand(weight, N, compute, 1.0),
+        kernel_operand(weight, N, compute, 1.0),
         mean.numpy(),
         rstd.numpy(),
         dx.numpy(),
@@ -291,7 +213,7 @@ def _forward(
     if backend == "numba":
         return _forward_numba(x, weight, bias, eps, divisor)
     if backend == "triton":
-        kernels = _triton_kernels()
+        kernels = load_triton_kernels()
         assert kernels is not None
         result: tuple[torch.Tensor, torch.Tensor, torch.Tensor] = kernels.forward(
             x, weight, bias, eps, divisor
@@ -306,15 +228,11 @@ def _backward(
     if backend == "numba":
         return _backward_numba(*args)
     if backend == "triton":
-        kernels = _triton_kernels()
+        kernels = load_triton_kernels()
         assert kernels is not None
         result: tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None] = kernels.backward(*args)
         return result
     return _backward_torch_ops(*args)
-
-
-def _as(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    return tensor if tensor.dtype == dtype else tensor.to(dtype)
 
 
 class LayerNormFunction(torch.autograd.Function):
@@ -352,9 +270,9 @@ class LayerNormFunction(torch.autograd.Function):
             backend, dy2d, x2d, w, mean, rstd, divisor, need_dx, need_dweight, need_dbias
         )
         return (
-            None if dx is None else _as(dx, dy.dtype).view(dy.shape),
-            None if dweight is None else _as(dweight, w.dtype).view(shape),
-            None if dbias is None else _as(dbias, bias_dtype).view(shape),
+            None if dx is None else as_dtype(dx, dy.dtype).view(dy.shape),
+            None if dweight is None else as_dtype(dweight, w.dtype).view(shape),
+            None if dbias is None else as_dtype(dbias, bias_dtype).view(shape),
             None,
             None,
             None,
@@ -393,33 +311,6 @@ def layer_norm(
     return result
 
 
-def check_norm_input(
-    what: str, x: torch.Tensor, normalized_shape: int | Sequence[int], params: dict[str, torch.Tensor | None]
-) -> tuple[int, ...]:
-    """The normalised shape, after refusing an input or parameter that does not fit it (``what``:
-    LayerNorm or RMSNorm, for the message)."""
-    shape = _normalized_shape(normalized_shape)
-    n_dims = len(shape)
-    if x.dim() < n_dims or tuple(x.shape[x.dim() - n_dims :]) != shape:
-        raise InputError(
-            f"{what} over normalized_shape={list(shape)} expects input of shape [*, "
-            f"{', '.join(map(str, shape))}], got {list(x.shape)}"
-        )
-    for name, param in params.items():
-        if param is not None and tuple(param.shape) != shape:
-            raise InputError(f"{what} {name} must have shape {list(shape)}, got {list(param.shape)}")
-    if not x.is_floating_point():
-        raise InputError(f"{what} needs a floating-point input, got {x.dtype}")
-    return shape
-
-
-def _normalized_shape(normalized_shape: int | Sequence[int]) -> tuple[int, ...]:
-    shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
-    if not shape or any(isinstance(s, bool) or not isinstance(s, int) or s < 1 for s in shape):
-        raise ConfigError(f"normalized_shape must be positive integers, got {normalized_shape!r}")
-    return shape
-
-
 # --------------------------------------------------------------------------------------------
 # The module
 # --------------------------------------------------------------------------------------------
@@ -445,7 +336,7 @@ class LayerNorm(nn.Module):
         backend: str = "auto",
     ) -> None:
         super().__init__()
-        self.normalized_shape = _normalized_shape(normalized_shape)
+        self.normalized_shape = normalized_shape_of(normalized_shape)
         self.eps = eps
         self.elementwise_affine = elementwise_affine
         self.unbiased = unbiased

@@ -33,15 +33,15 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 from toolkit.errors import ConfigError
-from toolkit.layernorm.module import (
+from toolkit.layernorm.backends import (
     BACKENDS,
-    _as,
-    _compute_dtype,
-    _kernel_operand,
-    _normalized_shape,
-    _numba_kernels,
-    _triton_kernels,
+    as_dtype,
     check_norm_input,
+    compute_dtype,
+    kernel_operand,
+    load_numba_kernels,
+    load_triton_kernels,
+    normalized_shape_of,
     resolve_backend,
 )
 
@@ -54,7 +54,7 @@ def _forward_torch_ops(
     x: torch.Tensor, weight: torch.Tensor | None, eps: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """x (M, N) -> y (M, N) in x's dtype, rstd (M,) in the compute dtype."""
-    xc = x.to(_compute_dtype(x.dtype))
+    xc = x.to(compute_dtype(x.dtype))
     rstd = torch.rsqrt(xc.square().mean(dim=1, keepdim=True) + eps)  # (M, 1)
     y = xc * rstd
     if weight is not None:
@@ -86,16 +86,16 @@ def _backward_torch_ops(
 def _forward_numba(
     x: torch.Tensor, weight: torch.Tensor | None, eps: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    kernels = _numba_kernels()
+    kernels = load_numba_kernels()
     assert kernels is not None
-    compute = _compute_dtype(x.dtype)
+    compute = compute_dtype(x.dtype)
     xk = x if x.dtype == compute else x.to(compute)
     M, N = xk.shape
     y = torch.empty_like(xk)
     rstd = torch.empty(M, dtype=compute)
     parallel = kernels.use_threads(M * N, torch.get_num_threads())
     kernel = kernels.rms_forward_parallel if parallel else kernels.rms_forward_serial
-    kernel(xk.numpy(), _kernel_operand(weight, N, compute, 1.0), y.numpy(), rstd.numpy(), eps)
+    kernel(xk.numpy(), kernel_operand(weight, N, compute, 1.0), y.numpy(), rstd.numpy(), eps)
     return (y if y.dtype == x.dtype else y.to(x.dtype)), rstd
 
 
@@ -107,7 +107,7 @@ def _backward_numba(
     need_dx: bool,
     need_dweight: bool,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    kernels = _numba_kernels()
+    kernels = load_numba_kernels()
     assert kernels is not None
     compute = rstd.dtype
     xk = x if x.dtype == compute else x.to(compute)
@@ -121,7 +121,7 @@ def _backward_numba(
     kernel(
         dyk.numpy(),
         xk.numpy(),
-        _kernel_operand(weight, N, compute, 1.0),
+        kernel_operand(weight, N, compute, 1.0),
         rstd.numpy(),
         dx.numpy(),
         dweight.numpy(),
@@ -137,7 +137,7 @@ def _forward(
     if backend == "numba":
         return _forward_numba(x, weight, eps)
     if backend == "triton":
-        kernels = _triton_kernels()
+        kernels = load_triton_kernels()
         assert kernels is not None
         result: tuple[torch.Tensor, torch.Tensor] = kernels.rms_forward(x, weight, eps)
         return result
@@ -148,7 +148,7 @@ def _backward(backend: str, *args: Any) -> tuple[torch.Tensor | None, torch.Tens
     if backend == "numba":
         return _backward_numba(*args)
     if backend == "triton":
-        kernels = _triton_kernels()
+        kernels = load_triton_kernels()
         assert kernels is not None
         result: tuple[torch.Tensor | None, torch.Tensor | None] = kernels.rms_backward(*args)
         return result
@@ -190,8 +190,8 @@ class RMSNormFunction(torch.autograd.Function):
         dy2d = dy.reshape(x2d.shape).contiguous()
         dx, dweight = _backward(backend, dy2d, x2d, w, rstd, need_dx, need_dweight)
         return (
-            None if dx is None else _as(dx, dy.dtype).view(dy.shape),
-            None if dweight is None else _as(dweight, w.dtype).view(shape),
+            None if dx is None else as_dtype(dx, dy.dtype).view(dy.shape),
+            None if dweight is None else as_dtype(dweight, w.dtype).view(shape),
             None,
             None,
             None,
@@ -238,7 +238,7 @@ class RMSNorm(nn.Module):
         backend: str = "auto",
     ) -> None:
         super().__init__()
-        self.normalized_shape = _normalized_shape(normalized_shape)
+        self.normalized_shape = normalized_shape_of(normalized_shape)
         self.eps = eps
         self.elementwise_affine = elementwise_affine
         if backend not in BACKENDS:
