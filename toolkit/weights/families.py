@@ -22,7 +22,7 @@ import torch
 
 from toolkit.config import ModelConfig
 from toolkit.errors import CheckpointKeysError, WeightsError
-from toolkit.weights.files import refuse_non_float, shape_text
+from toolkit.weights.files import refuse_non_float, shape_text, state_problems
 
 
 @dataclass(frozen=True)
@@ -122,13 +122,8 @@ def family_state(
             state[target] = torch.cat([found["q"], found["k"], found["v"]])
     if config.tied_head and "lm_head.weight" in state:
         _check_tied(state.pop("lm_head.weight"), state.get("token_embedding.weight"), path)
-    missing += [f"{key} (expected {list(shape)})" for key, shape in expected.items() if key not in state]
-    unexpected += [f"{key} {shape_text(t)}" for key, t in state.items() if key not in expected]
-    mismatched = [
-        f"{key} expected {list(expected[key])}, found {shape_text(t)}"
-        for key, t in state.items()
-        if key in expected and t.shape != expected[key]
-    ]
+    absent, extra, mismatched = state_problems(expected, state)
+    missing, unexpected = missing + absent, unexpected + extra
     if missing or unexpected or mismatched:
         raise CheckpointKeysError(path, missing, unexpected, mismatched)
     return {key: tensor.to(dtype) for key, tensor in state.items()}

@@ -116,6 +116,20 @@ def shape_text(tensor: torch.Tensor) -> str:
     return str(list(tensor.shape))
 
 
+def state_problems(
+    expected: dict[str, torch.Size], state: dict[str, torch.Tensor]
+) -> tuple[list[str], list[str], list[str]]:
+    """Missing, unexpected and misshapen keys of ``state`` against the shapes a model expects."""
+    missing = [f"{k} (expected {list(shape)})" for k, shape in expected.items() if k not in state]
+    unexpected = [f"{k} {shape_text(v)}" for k, v in state.items() if k not in expected]
+    mismatched = [
+        f"{k} expected {list(expected[k])}, found {shape_text(v)}"
+        for k, v in state.items()
+        if k in expected and v.shape != expected[k]
+    ]
+    return missing, unexpected, mismatched
+
+
 def fmt_shape(dims: Sequence[int | str]) -> str:
     return "[" + ", ".join(map(str, dims)) + "]"
 

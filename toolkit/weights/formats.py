@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from toolkit.errors import WeightsError, setting
-from toolkit.families import GPT2_KEYS, hf_config
+from toolkit.families import GPT2_KEYS, HF_ACTIVATIONS, hf_config
 from toolkit.weights.files import as_state_dict, read_tensors
 
 FORMATS = ("auto", "hf", "hf-gpt2", "nanogpt", "supplied", "toolkit")
@@ -32,6 +32,7 @@ EXPORT_METADATA_KEY = "toolkit_config"
 HF_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 FAMILY_PREFIXES = ("model.layers.", "gpt_neox.layers.")  # Llama-family and GPT-NeoX state dicts
 COMPILE_PREFIX = "_orig_mod."  # torch.compile's wrapper in nanoGPT's saved state dicts
+HF_GELU = HF_ACTIVATIONS  # these names stay importable here; toolkit.families reads every HF config now
 HF_KEYS = GPT2_KEYS
 NANOGPT_KEYS = {
     "vocab_size": "vocab_size",

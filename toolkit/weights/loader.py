@@ -4,6 +4,7 @@ export), and writing exports.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from toolkit.model import Transformer
 from toolkit.progress import ProgressCallback
 from toolkit.weights.examples import check_examples, read_examples
 from toolkit.weights.families import family_state
-from toolkit.weights.files import refuse_non_float, shape_text
+from toolkit.weights.files import refuse_non_float, state_problems
 from toolkit.weights.formats import EXPORT_METADATA_KEY, Checkpoint, open_checkpoint
 from toolkit.weights.mapping import (
     SIZE_SYMBOLS,
@@ -42,20 +43,6 @@ from toolkit.weights.verify import (
 )
 
 __all__ = ["EXPORT_METADATA_KEY", "LoadReport", "check_export_path", "export_checkpoint", "load_checkpoint"]
-
-
-def _state_problems(
-    expected: dict[str, torch.Size], state: dict[str, torch.Tensor]
-) -> tuple[list[str], list[str], list[str]]:
-    """Missing, unexpected and misshapen keys of ``state`` against the shapes a model expects."""
-    missing = [f"{k} (expected {list(shape)})" for k, shape in expected.items() if k not in state]
-    unexpected = [f"{k} {shape_text(v)}" for k, v in state.items() if k not in expected]
-    mismatched = [
-        f"{k} expected {list(expected[k])}, found {shape_text(v)}"
-        for k, v in state.items()
-        if k in expected and v.shape != expected[k]
-    ]
-    return missing, unexpected, mismatched
 
 
 class _NoInit(TorchFunctionMode):
@@ -175,7 +162,7 @@ def _read_export(
     tensors: dict[str, torch.Tensor], metadata: dict[str, str], path: Path, dtype: torch.dtype
 ) -> _Readable:
     saved = _export_config(metadata, path)
-    missing, unexpected, mismatched = _state_problems(_parameter_shapes(saved), tensors)
+    missing, unexpected, mismatched = state_problems(_parameter_shapes(saved), tensors)
     if missing or unexpected or mismatched:
         raise CheckpointKeysError(str(path), missing, unexpected, mismatched)
     refuse_non_float(tensors, path)
@@ -215,7 +202,7 @@ def _read_mapped(checkpoint: Checkpoint, mapping: KeyMapping, dtype: torch.dtype
     if stated:  # the head count, eps, GELU form: d_model % n_heads is checked here
         base = base.replace(**{k: v for k, v in stated.items() if k not in _SIZE_NAMES and k != "n_heads"})
         base.replace(n_heads=stated["n_heads"])  # raises ConfigError when n_head does not divide n_embd
-    problems = _state_problems(_parameter_shapes(base), to_toolkit_state(matched, 1))
+    problems = state_problems(_parameter_shapes(base), to_toolkit_state(matched, 1))
     if any(problems):
         named = zip(("unset", "unknown targets", "wrong shape after transforms"), problems, strict=True)
         raise WeightsError(
@@ -362,20 +349,15 @@ def _read_family(checkpoint: Checkpoint, dtype: torch.dtype) -> _Readable:
         raise WeightsError(
             f"{checkpoint.path}/config.json describes no model the toolkit can build: {exc}"
         ) from None
-    states: list[dict[str, torch.Tensor]] = []
 
-    def state_of(_heads: int) -> dict[str, torch.Tensor]:  # read when first needed (not by read_config)
-        if not states:
-            expected = _parameter_shapes(config)
-            path = str(checkpoint.path)
-            states.append(
-                family_state(checkpoint.tensors, checkpoint.model_type, config, expected, path, dtype)
-            )
-        return states[0]
+    @functools.cache
+    def state() -> dict[str, torch.Tensor]:  # read when first needed (not by read_config)
+        expected, path = _parameter_shapes(config), str(checkpoint.path)
+        return family_state(checkpoint.tensors, checkpoint.model_type, config, expected, path, dtype)
 
     sources = {name: f"config.json: {key}" for name, key in checkpoint.config_keys.items()}
     origin = f"built-in (hf {checkpoint.model_type})"
-    return _Readable(config, state_of, sources, origin, "hf", config.n_heads)
+    return _Readable(config, lambda _heads: state(), sources, origin, "hf", config.n_heads)
 
 
 def _check_heads_flag(readable: _Readable, n_heads: int | None) -> None:
