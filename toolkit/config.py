@@ -79,8 +79,8 @@ class ModelConfig:
             if value < 1:
                 raise ConfigError(f"{name} must be at least 1, got {value}")
         if self.head_size is None and self.d_model % self.n_heads != 0:
-            divisors = [h for h in range(1, self.d_model + 1) if self.d_model % h == 0]
-            shown = ", ".join(map(str, divisors[:12])) + (", ..." if len(divisors) > 12 else "")
+            allowed = divisors(self.d_model)
+            shown = ", ".join(map(str, allowed[:12])) + (", ..." if len(allowed) > 12 else "")
             raise ConfigError(
                 f"d_model={self.d_model} is not divisible by n_heads={self.n_heads}; "
                 f"choose n_heads from the divisors of d_model: {shown}"
@@ -103,10 +103,10 @@ class ModelConfig:
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise ConfigError(f"{name} must be a positive integer or null, got {value!r}")
         if self.n_heads % self.kv_heads != 0:
-            divisors = [h for h in range(1, self.n_heads + 1) if self.n_heads % h == 0]
             raise ConfigError(
                 f"n_kv_heads={self.kv_heads} does not divide n_heads={self.n_heads}; each key/value head "
-                f"serves a whole group of query heads: choose from {', '.join(map(str, divisors))}"
+                "serves a whole group of query heads: choose from "
+                f"{', '.join(map(str, divisors(self.n_heads)))}"
             )
         _check_choice("positions", self.positions, POSITION_VARIANTS)
         _check_choice("mlp", self.mlp, MLP_VARIANTS)
@@ -180,6 +180,12 @@ class ModelConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def divisors(n: int) -> list[int]:
+    """The positive divisors of ``n``, ascending: the head counts a width allows, the kv-head counts a
+    head count allows."""
+    return [h for h in range(1, n + 1) if n % h == 0]
 
 
 def _check_choice(name: str, value: object, valid: tuple[str, ...]) -> None:

@@ -83,12 +83,7 @@ def gpt2_config(raw: dict[str, Any], where: str, error: type[ToolkitError] = Con
                 f"{where} sets {flag}: true, which the toolkit's model does not implement; loading it "
                 "would give a subtly different model"
             )
-    activation = raw.get("activation_function", "gelu_new")
-    if activation not in HF_ACTIVATIONS:
-        raise error(
-            f"{where}: activation_function {activation!r} is not a GELU the toolkit's model has "
-            f"({', '.join(HF_ACTIVATIONS)})"
-        )
+    gelu = _gelu_form(raw.get("activation_function", "gelu_new"), "activation_function", where, error)
     try:
         d_model = int(raw["n_embd"])
         inner = raw.get("n_inner")
@@ -100,13 +95,24 @@ def gpt2_config(raw: dict[str, Any], where: str, error: type[ToolkitError] = Con
             "n_layers": int(raw["n_layer"]),
             "d_mlp": 4 * d_model if inner is None else int(inner),
             "norm_eps": float(raw.get("layer_norm_epsilon", 1e-5)),
-            "gelu": HF_ACTIVATIONS[activation],
+            "gelu": gelu,
             "scale_attention": bool(raw.get("scale_attn_weights", True)),
         }
     except (KeyError, TypeError, ValueError) as exc:
         raise error(
             f"{where} lacks a valid GPT-2 size ({exc}); write it again with save_pretrained"
         ) from None
+
+
+def _gelu_form(activation: object, key: str, where: str, error: type[ToolkitError]) -> str:
+    """ModelConfig.gelu for a Hugging Face activation name, or ``error`` naming the key when the
+    toolkit's model has no such GELU."""
+    if activation not in HF_ACTIVATIONS:
+        raise error(
+            f"{where}: {key} {activation!r} is not a GELU the toolkit's model has "
+            f"({', '.join(HF_ACTIVATIONS)})"
+        )
+    return HF_ACTIVATIONS[str(activation)]
 
 
 def family_config(
@@ -186,17 +192,12 @@ def _read_gpt_neox(
     where: str,
     error: type[ToolkitError],
 ) -> None:
-    activation = str(raw["hidden_act"])
-    if activation not in HF_ACTIVATIONS:
-        raise error(
-            f"{where}: hidden_act {activation!r} is not a GELU the toolkit's model has "
-            f"({', '.join(HF_ACTIVATIONS)})"
-        )
+    gelu = _gelu_form(raw["hidden_act"], "hidden_act", where, error)
     bias = bool(raw["attention_bias"])
     fields |= {
         "norm": "torch",
         "norm_eps": float(raw["layer_norm_eps"]),
-        "gelu": HF_ACTIVATIONS[activation],
+        "gelu": gelu,
         "residual": "parallel" if raw["use_parallel_residual"] else "standard",
         "qkv_bias": bias,
         "out_bias": bias,
@@ -255,12 +256,12 @@ def _read_llama_like(
         "qk_norm": f"model_type {model_type}",
     }
     window = raw.get("sliding_window")
-    uses_window = raw.get("use_sliding_window", model_type == "mistral") and window is not None
+    uses_window = raw.get("use_sliding_window", model_type == "mistral")
     layer_types = raw.get("layer_types")
     if isinstance(layer_types, list) and "sliding_attention" not in layer_types and model_type != "mistral":
         uses_window = False
-    if uses_window:
-        fields["sliding_window"], sources["sliding_window"] = int(str(window)), "sliding_window"
+    if uses_window and window is not None:
+        fields["sliding_window"], sources["sliding_window"] = int(window), "sliding_window"
 
 
 def _read_rope(

@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from toolkit.config import ModelConfig
+from toolkit.config import ModelConfig, divisors
 from toolkit.device import rate_dtype, synchronize
 from toolkit.errors import ConfigError, SweepError, setting
 from toolkit.flops import FLOP_CONVENTION, forward_flops, matmul_operands
@@ -253,19 +253,18 @@ def sweep_configs(
     if vary == "kv-heads":
         bad = [h for h in values if config.n_heads % h]
         if bad:
-            divisors = [h for h in range(1, config.n_heads + 1) if config.n_heads % h == 0]
             raise SweepError(
                 f"{setting('values')} {','.join(map(str, bad))} do not divide heads={config.n_heads} (each "
-                f"key/value head serves a whole group of query heads); use {', '.join(map(str, divisors))}"
+                f"key/value head serves a whole group of query heads); use "
+                f"{', '.join(map(str, divisors(config.n_heads)))}"
             )
     if vary == "heads" and config.head_size is None:
         bad = [h for h in values if config.d_model % h]
         if bad:
-            divisors = [h for h in range(1, config.d_model + 1) if config.d_model % h == 0]
             raise SweepError(
                 f"{setting('values')} {','.join(map(str, bad))} do not divide d_model={config.d_model} "
                 "(head size = d_model / heads); use divisors of d_model: "
-                f"{', '.join(map(str, divisors[:16]))}"
+                f"{', '.join(map(str, divisors(config.d_model)[:16]))}"
             )
     if vary == "d-model":
         bad = [d for d in values if d % config.n_heads]

@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from toolkit.config import ModelConfig
+from toolkit.config import ModelConfig, divisors
 from toolkit.errors import ConfigError, InputError, setting
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ def default_values(vary: str, max_seq_len: int, n_heads: int = 1) -> tuple[int, 
     sixteenth, eighth, quarter, half and whole of ``max_seq_len``.
     """
     if vary == "kv-heads":
-        return tuple(h for h in range(1, n_heads + 1) if n_heads % h == 0)
+        return tuple(divisors(n_heads))
     if vary != "seq-len":
         return DEFAULT_VALUES.get(vary, ())
     fitting = tuple(v for v in DEFAULT_VALUES[vary] if v <= max_seq_len)

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from toolkit.config import ModelConfig
+from toolkit.config import ModelConfig, divisors
 from toolkit.model import Transformer
 from toolkit.progress import ProgressCallback
 from toolkit.signals import stop_requested
@@ -208,7 +208,7 @@ def search_hypotheses(
     first in the order tried), or the closest when none does. The ``runner_up_reruns`` closest
     others are rerun on every example for the runner-up."""
     start = time.perf_counter()
-    head_counts = list(heads) if heads is not None else [h for h in range(1, d_model + 1) if d_model % h == 0]
+    head_counts = list(heads) if heads is not None else divisors(d_model)
     grid = [(h, g, e) for h in head_counts for g in gelu_forms for e in eps_values]
     trials: list[HypothesisTrial] = []
     passed_results: dict[tuple[int, str, float], list[ExampleResult]] = {}  # ran every example
