@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,7 @@ if importlib.util.find_spec("transformers") is None:
     )
 
 from bench_model import ratio_of_medians_ci  # this folder is on sys.path when a bench runs
+from load_timing import compare_loads
 
 from toolkit.device import device_name
 from toolkit.timing import TimingContext, compare, configure_allocator
@@ -123,34 +123,8 @@ def run_child(which: str, folder: Path, dtype: str) -> dict[str, float]:
 
 
 def loading(folder: Path, rounds: int, dtype: str) -> None:
-    results: dict[str, list[dict[str, float]]] = {"toolkit": [], "transformers": []}
-    for index in range(rounds):
-        for which in ("toolkit", "transformers") if index % 2 == 0 else ("transformers", "toolkit"):
-            results[which].append(run_child(which, folder, dtype))
     print(f"loading the bfloat16 directory into {dtype}, {rounds} rounds, each load in a fresh interpreter")
-    medians = {}
-    for which, runs in results.items():
-        seconds = [r["seconds"] for r in runs]
-        q1, _, q3 = statistics.quantiles(seconds, n=4) if len(seconds) > 1 else (seconds[0],) * 3
-        medians[which] = statistics.median(seconds)
-        growth = statistics.median(r["rss_growth"] for r in runs)
-        loaded = runs[0]["loaded_bytes"]
-        print(
-            f"  {which:<13} load {medians[which] * 1e3:7.0f} ms (IQR {q1 * 1e3:.0f}–{q3 * 1e3:.0f})  "
-            f"peak RSS growth {growth / 1e6:6.0f} MB = {growth / loaded:.2f}× its loaded weights "
-            f"({loaded / 1e6:.0f} MB)"
-        )
-    ratio = medians["toolkit"] / medians["transformers"]
-    toolkit = results["toolkit"]
-    growth = statistics.median(r["rss_growth"] for r in toolkit) / toolkit[0]["loaded_bytes"]
-    print(
-        f"  load time ratio toolkit / transformers: {ratio:.2f}× "
-        f"(target ≤ 1.00×: {'MET' if ratio <= 1 else 'NOT MET'})"
-    )
-    print(
-        f"  toolkit peak RSS growth / loaded weights: {growth:.2f}× "
-        f"(target ≤ 1.30×: {'MET' if growth <= 1.3 else 'NOT MET'})"
-    )
+    compare_loads(lambda which: run_child(which, folder, dtype), rounds)
 
 
 def main() -> int:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -22,6 +21,8 @@ from pathlib import Path
 
 if importlib.util.find_spec("transformers") is None:
     sys.exit("bench_load.py needs transformers: run it with 'nox -s bench -- tests/bench/bench_load.py'")
+
+from load_timing import compare_loads  # this folder is on sys.path when a bench runs
 
 CHILD = r"""
 import json, sys
@@ -64,29 +65,10 @@ def main() -> int:
         model.save_pretrained(folder)
         weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
         del model
-        results: dict[str, list[dict[str, float]]] = {"toolkit": [], "transformers": []}
-        for round_index in range(args.rounds):
-            order = ["toolkit", "transformers"] if round_index % 2 == 0 else ["transformers", "toolkit"]
-            for which in order:
-                results[which].append(run(which, folder))
-    print(f"GPT-2 small HF directory, {weight_bytes / 1e6:,.0f} MB of float32 weights, {args.rounds} rounds")
-    medians = {}
-    for which, runs in results.items():
-        seconds = [r["seconds"] for r in runs]
-        q1, _, q3 = statistics.quantiles(seconds, n=4) if len(seconds) > 1 else (seconds[0],) * 3
-        medians[which] = statistics.median(seconds)
-        growth = statistics.median(r["rss_growth"] for r in runs)
         print(
-            f"  {which:<13} load {medians[which] * 1e3:7.0f} ms (IQR {q1 * 1e3:.0f}–{q3 * 1e3:.0f})  "
-            f"peak RSS growth {growth / 1e6:6.0f} MB = {growth / weight_bytes:.2f}× the weights"
+            f"GPT-2 small HF directory, {weight_bytes / 1e6:,.0f} MB of float32 weights, {args.rounds} rounds"
         )
-    ratio = medians["toolkit"] / medians["transformers"]
-    growth = statistics.median(r["rss_growth"] for r in results["toolkit"]) / weight_bytes
-    verdict = {True: "MET", False: "NOT MET"}
-    print(f"  load time ratio toolkit / transformers: {ratio:.2f}× (target ≤ 1.00×: {verdict[ratio <= 1]})")
-    print(
-        f"  toolkit peak RSS growth / weight bytes: {growth:.2f}× (target ≤ 1.30×: {verdict[growth <= 1.3]})"
-    )
+        compare_loads(lambda which: run(which, folder), args.rounds)
     return 0
 
 
