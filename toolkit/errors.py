@@ -98,3 +98,15 @@ class WorkerDiedError(MatmulError):
 
 class InsufficientMemoryError(ToolkitError, MemoryError):
     """A model, or the pass asked of it, that needs more memory than the device has available."""
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is a failed allocation: Python's MemoryError, or PyTorch's CPU or CUDA allocator
+    (``torch.OutOfMemoryError`` is a RuntimeError; the CPU allocator raises a plain RuntimeError)."""
+    text = str(exc)
+    return (
+        isinstance(exc, MemoryError)
+        or type(exc).__name__ == "OutOfMemoryError"
+        or "can't allocate memory" in text
+        or "out of memory" in text.lower()
+    )

@@ -12,7 +12,7 @@ from typer.core import TyperGroup
 
 from toolkit import __version__
 from toolkit.cli.options import FLAGS
-from toolkit.errors import ToolkitError
+from toolkit.errors import ToolkitError, is_out_of_memory
 
 
 def fail(message: str, exit_code: int = 2) -> None:
@@ -63,9 +63,7 @@ class ToolkitGroup(TyperGroup):
         except ToolkitError as exc:
             fail(exc.describe(FLAGS))
         except (MemoryError, RuntimeError) as exc:  # torch.OutOfMemoryError is a RuntimeError
-            from toolkit.timing.engine import out_of_memory  # imports torch: only once one failed
-
-            if not out_of_memory(exc):
+            if not is_out_of_memory(exc):
                 raise
             fail(
                 f"ran out of memory: {str(exc).splitlines()[0][:200]}; lower the model's size, --seq-len or "

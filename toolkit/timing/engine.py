@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator, Mapping
 import numpy as np
 import torch
 
-from toolkit.errors import InsufficientMemoryError
+from toolkit.errors import InsufficientMemoryError, is_out_of_memory
 from toolkit.progress import ProgressCallback, no_progress
 from toolkit.signals import stop_requested
 from toolkit.timing.decision import median_ci
@@ -209,7 +209,7 @@ def compare(
                     samples[name].append(timer(arms[name], calls[name]))
                     faults[name] += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
             except (MemoryError, RuntimeError) as exc:  # torch.OutOfMemoryError is a RuntimeError
-                if not out_of_memory(exc):
+                if not is_out_of_memory(exc):
                     raise
                 for name in names:  # the unfinished round
                     del samples[name][rounds:]
@@ -249,17 +249,6 @@ def compare(
         calls_per_sample=calls,
         elapsed_s=elapsed,
         others_cpu_share=busy,
-    )
-
-
-def out_of_memory(exc: BaseException) -> bool:
-    """Whether ``exc`` is a failed allocation (PyTorch's CPU or CUDA allocator, or Python's)."""
-    text = str(exc)
-    return (
-        isinstance(exc, MemoryError)
-        or type(exc).__name__ == "OutOfMemoryError"
-        or "can't allocate memory" in text
-        or "out of memory" in text.lower()
     )
 
 
