@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shutil
 import time
 from importlib import resources
@@ -36,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from make_reference_weights import gpt2_config, to_supplied_format
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from safetensors.torch import save_file
@@ -58,6 +56,8 @@ from toolkit.text import (
     train_bpe,
     unigram_entropy,
 )
+from toolkit.training import Recipe
+from toolkit.training.loop import Batches, train_run
 from toolkit.weights import SHIPPED_EXAMPLES, SHIPPED_WEIGHTS, Example, write_examples
 
 QUALITY_BAR = 0.6  # held-out loss at most this fraction of the unigram entropy
@@ -98,66 +98,39 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def learning_rate(step: int, steps: int, peak: float, warmup_steps: int) -> float:
-    """Linear warm-up to ``peak``, then cosine decay to a tenth of it at the last step."""
-    if step < warmup_steps:
-        return peak * (step + 1) / warmup_steps
-    progress = (step - warmup_steps) / max(1, steps - warmup_steps)
-    return peak * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress)))
-
-
-def optimizer_for(model: Transformer, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW with decay on the matrices (embeddings included) only, not on biases and norm gains."""
-    matrices = [p for p in model.parameters() if p.dim() >= 2]
-    vectors = [p for p in model.parameters() if p.dim() < 2]
-    groups = [{"params": matrices, "weight_decay": weight_decay}, {"params": vectors, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.95))
-
-
 def train(
     model: Transformer, ids: torch.Tensor, heldout: torch.Tensor, args: argparse.Namespace, seq_len: int
 ) -> dict[str, list[Any]]:
-    """Train in place on random windows of ``ids``; the loss curves, with the held-out loss now and then."""
-    generator = torch.Generator().manual_seed(args.seed)
-    optimizer = optimizer_for(model, args.lr, args.weight_decay)
-    warmup_steps = max(1, round(args.warmup * args.steps))
-    probe = token_windows(heldout, seq_len)[:8]  # a fixed held-out probe for the curve
+    """Train in place with the toolkit's one trainer (toolkit.training); the loss curves, with the
+    held-out loss on a fixed probe of 8 windows every ``--eval-every`` steps."""
     max_len = model.config.max_seq_len
-    long_batch = max(1, args.batch * seq_len // max_len)
-    curve: dict[str, list[Any]] = {
-        "step": [],
-        "train_nats": [],
-        "tokens": [],
-        "eval_step": [],
-        "heldout_nats": [],
-    }
+    recipe = Recipe(
+        steps=args.steps,
+        batch=args.batch,
+        seq_len=seq_len,
+        lr=args.lr,
+        warmup=args.warmup,
+        weight_decay=args.weight_decay,
+        eval_every=args.eval_every,
+        long_every=args.long_every if max_len > seq_len else 0,
+        long_len=max_len,
+    )
+    batches = Batches(ids, recipe, args.seed)
+    probe = token_windows(heldout, seq_len)[:8]  # a fixed held-out probe for the curve
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns) as bar:
         task = bar.add_task("training", total=args.steps)
-        for step in range(args.steps):
-            if step % args.eval_every == 0 or step == args.steps - 1:
-                model.eval()
-                curve["eval_step"].append(step)
-                curve["heldout_nats"].append(score_text(model, probe).loss_nats)
-                model.train()
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(step, args.steps, args.lr, warmup_steps)
-            long = args.long_every > 0 and step % args.long_every == args.long_every - 1
-            length, batch = (max_len, long_batch) if long else (seq_len, args.batch)
-            starts = torch.randint(0, ids.numel() - length - 1, (batch,), generator=generator)
-            rows = torch.stack([ids[s : s + length + 1] for s in starts.tolist()])  # (B, S + 1)
-            logits = model(rows[:, :-1])  # (B, S, V)
-            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), rows[:, 1:].reshape(-1))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            curve["step"].append(step)
-            curve["train_nats"].append(loss.item())
-            curve["tokens"].append(rows[:, 1:].numel())
-            bar.update(task, advance=1, description=f"training  loss {curve['train_nats'][-1]:.3f} nats")
+        run = train_run(model, batches, recipe, probe, on_step=lambda done: bar.update(task, completed=done))
     model.eval()
-    return curve
+    if not run.complete:
+        raise SystemExit(f"training diverged at step {run.steps_done}; lower --lr")
+    return {
+        "step": list(range(run.steps_done)),
+        "train_nats": run.train_losses,
+        "tokens": [batches.shape(step)[0] * batches.shape(step)[1] for step in range(run.steps_done)],
+        "eval_step": run.eval_steps,
+        "heldout_nats": run.eval_losses,
+    }
 
 
 @torch.no_grad()
@@ -272,6 +245,10 @@ def main() -> None:
 
     window = min(DEFAULT_WINDOW, config.max_seq_len)
     score = score_text(model, token_windows(heldout, window))
+    by_window = {
+        str(n): score_text(model, token_windows(heldout, n)).loss_nats
+        for n in sorted({window, config.max_seq_len})
+    }
     unigram = unigram_entropy(heldout)
     hf = to_gpt2(model)
     examples = gpt2_examples(hf, heldout, config.max_seq_len)
@@ -310,6 +287,7 @@ def main() -> None:
         "heldout_tokens_scored": score.tokens,
         "heldout_nats": score.loss_nats,
         "heldout_perplexity": score.perplexity,
+        "heldout_nats_by_window": by_window,
         "unigram_nats": unigram,
         "loss_over_unigram": score.loss_nats / unigram,
         "tokenize_s": tokenized_s,
@@ -326,6 +304,7 @@ def main() -> None:
         f"{score.tokens:,} tokens; unigram entropy {unigram:.4f} nats/token; ratio "
         f"{score.loss_nats / unigram:.3f} (bar {QUALITY_BAR}: {verdict}); {elapsed / 60:.1f} min"
     )
+    print("held-out loss by window: " + ", ".join(f"{n} tokens {v:.4f}" for n, v in by_window.items()))
 
 
 if __name__ == "__main__":

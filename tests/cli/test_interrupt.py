@@ -128,3 +128,20 @@ def test_layernorm_training_keeps_the_steps_done(tmp_path: Path) -> None:
     training = data["training"]
     assert 0 < training["steps_done"] < 1_000_000
     assert all(len(run["train_losses"]) == training["steps_done"] for run in training["runs"])
+
+
+def test_ablate_train_reports_the_finished_runs(tmp_path: Path) -> None:
+    text = tmp_path / "text.txt"
+    heldout = Path(__file__).resolve().parents[2] / "weights" / "heldout.txt"
+    text.write_text(heldout.read_text(encoding="utf-8")[:40_000], encoding="utf-8")
+    args = ["ablate", "--train", "--device", "cpu", "--text", str(text), "--d-model", "16", "--layers", "1",
+            "--mlp", "32", "--seq-len", "16", "--tokens-per-step", "64", "--steps", "10", "--seeds", "500",
+            "--eps", "1e-3", "--no-plot", "--json"]  # fmt: skip
+    # past the first optimizer's one-off import of torch._dynamo (seconds on a loaded machine)
+    code, out, err = interrupt(args, signal.SIGTERM, tmp_path, after_s=10.0)
+    assert code == 143, err
+    data = json.loads(out)
+    assert data["interrupted"] is True
+    finished = data["train_base"]["seeds"]
+    assert 0 < len(finished) < 500, "the runs finished before the signal are reported"
+    assert all(value > 0 for value in finished.values())

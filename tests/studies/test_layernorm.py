@@ -230,6 +230,17 @@ def test_training_lowers_loss_and_custom_tracks_torch(small_corpus: study.Corpus
     assert data["corpus"]["train_bytes"] == small_corpus.train.numel()
     assert len(data["runs"][0]["train_losses"]) == settings.steps
     assert list(result.to_frame()["norm"]) == ["torch", "custom", "none", "batch"]
+    # over seeds: every norm once per seed, judged against torch's LayerNorm paired by seed
+    summary = {row["norm"]: row for row in data["over_seeds"]}
+    assert data["baseline"] == "torch"
+    assert "delta_nats" not in summary["torch"]
+    assert set(summary["custom"]["seeds"]) == {str(s) for s in settings.seed_list}
+    assert summary["torch"]["seeds"]["0"] == pytest.approx(torch_run.final_val_loss)
+    custom = summary["custom"]
+    deltas = [custom["seeds"][k] - summary["torch"]["seeds"][k] for k in custom["seeds"]]
+    assert custom["delta_nats"] == pytest.approx(float(np.mean(deltas)))
+    assert abs(custom["delta_nats"]) < 1e-3, "the same function trains to the same loss"
+    assert custom["ci95"][0] <= custom["delta_nats"] <= custom["ci95"][1]
 
 
 # --------------------------------------------------------------------------------------------

@@ -6,17 +6,18 @@ import functools
 import signal
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
+from toolkit.cli import ablate_train as tr
 from toolkit.cli import options as opt
 from toolkit.cli.app import app
 from toolkit.cli.output import Output
 from toolkit.config import ModelConfig
-from toolkit.errors import DataError, InsufficientMemoryError, WeightsError
+from toolkit.errors import ConfigError, DataError, InsufficientMemoryError, WeightsError, setting
 from toolkit.files import PLOT_SUFFIXES, check_output_file
-from toolkit.plots import ABLATION_PLOT
+from toolkit.plots import ABLATION_PLOT, ABLATION_TRAINING_PLOT
 from toolkit.signals import exit_code, exit_now, stop_requested
 
 if TYPE_CHECKING:
@@ -26,6 +27,8 @@ VARIANTS = "Variants (none given: the classic suite)"
 
 GeluName = Literal["none", "tanh"]  # GELU_VARIANTS (a test checks)
 NormName = Literal["torch", "custom", "rms", "none", "batch", "rms-torch"]  # NORM_VARIANTS (a test checks)
+PositionName = Literal["learned", "rope"]  # POSITION_VARIANTS
+FfnName = Literal["gelu", "swiglu"]  # MLP_VARIANTS
 
 
 class ResidualName(StrEnum):
@@ -92,6 +95,32 @@ RopeTheta = Annotated[
         rich_help_panel=VARIANTS,
     ),
 ]
+Position = Annotated[
+    PositionName | None,
+    typer.Option(
+        "--position",
+        help="Variant (with --train): position encoding, learned table or rope (rotary on q and k).",
+        rich_help_panel=VARIANTS,
+    ),
+]
+Ffn = Annotated[
+    FfnName | None,
+    typer.Option(
+        "--ffn",
+        help="Variant (with --train): MLP form; swiglu, the gated SiLU MLP at 2/3 the width (the same "
+        "parameter count).",
+        rich_help_panel=VARIANTS,
+    ),
+]
+KvHeads = Annotated[
+    int | None,
+    typer.Option(
+        "--kv-heads",
+        min=1,
+        help="Variant (with --train): key/value heads (grouped-query attention); must divide the heads.",
+        rich_help_panel=VARIANTS,
+    ),
+]
 Latency = Annotated[
     bool,
     typer.Option(
@@ -108,7 +137,14 @@ TextLoss = Annotated[
         rich_help_panel=opt.TEXT,
     ),
 ]
-PlotPath = Annotated[Path, typer.Option("--plot", help="Where to write the output-vs-latency plot (PNG).")]
+PlotPath = Annotated[
+    Path | None,
+    typer.Option(
+        "--plot",
+        help=f"Where to write the plot (PNG): the output-vs-latency plot (default {ABLATION_PLOT}); with "
+        f"--train, the training curves (default {ABLATION_TRAINING_PLOT}).",
+    ),
+]
 RANDOM_LENGTHS = (1, 64)
 RANDOM_LONGEST = 1024
 ABLATION_TARGET_REL_CI = 0.01  # the variants differ by a few percent: time to Â±1%
@@ -118,7 +154,8 @@ ABLATION_TARGET_REL_CI = 0.01  # the variants differ by a few percent: time to Â
     "ablate",
     short_help="Output and latency change of architecture variants on a checkpoint.",
     help="What each architecture change (eps, attention scaling, GELU, residual wiring, norm) does to a "
-    "checkpoint's logits and to its latency, with the same weights.",
+    "checkpoint's logits and to its latency, with the same weights; with --train, what it does to "
+    "training: the base and each variant trained from scratch over seeds.",
 )
 def ablate_command(
     weights: opt.Weights = None,
@@ -133,6 +170,18 @@ def ablate_command(
     residual: Residual = None,
     norm: Norm = None,
     rope_theta: RopeTheta = None,
+    position: Position = None,
+    ffn: Ffn = None,
+    kv_heads: KvHeads = None,
+    train: tr.Train = False,
+    steps: tr.Steps = None,
+    seeds: tr.Seeds = None,
+    lr: tr.LearningRate = None,
+    tokens_per_step: tr.TokensPerStep = None,
+    d_model: tr.DModel = None,
+    layers: tr.Layers = None,
+    mlp: tr.Mlp = None,
+    config_file: tr.ConfigFile = None,
     device: opt.Device = "auto",
     dtype: opt.Dtype = "float32",
     seq_len: opt.SeqLen = None,
@@ -144,10 +193,51 @@ def ablate_command(
     text_encoding: opt.TextEncoding = "utf-8",
     text_window: opt.TextWindow = None,
     text_loss: TextLoss = True,
-    plot: PlotPath = ABLATION_PLOT,
+    plot: PlotPath = None,
     no_plot: opt.NoPlot = False,
     json: opt.Json = False,
 ) -> None:
+    tr.check_training_flags(
+        train, steps=steps, seeds=seeds, lr=lr, tokens_per_step=tokens_per_step, d_model=d_model,
+        n_layers=layers, d_mlp=mlp, config=config_file,
+    )  # fmt: skip
+    variant_flags: dict[str, Any] = {
+        "eps": eps,
+        "no_scale": no_scale,
+        "gelu": gelu,
+        "residuals": [r.value for r in residual or ()],
+        "norm": norm,
+        "rope_theta": rope_theta,
+        "positions": position,
+        "ffn": ffn,
+        "kv_heads": kv_heads,
+    }
+    if train:
+        checkpoint = {"weights": weights, "examples": examples, "mapping": mapping}
+        given = [name for name, value in checkpoint.items() if value is not None]
+        if given:
+            raise ConfigError(
+                f"--train trains from scratch and takes no {', '.join(setting(n) for n in given)}; give the "
+                f"architecture with {setting('config')} (any config.json works) and the size flags"
+            )
+        plot = plot if plot is not None else ABLATION_TRAINING_PLOT
+        if not no_plot:
+            check_output_file(plot, "plot", PLOT_SUFFIXES)
+        tr.run_training_comparison(
+            Output(json), variant_flags, config_file=config_file, d_model=d_model, heads=heads, layers=layers,
+            mlp=mlp, steps=steps, seeds=seeds, lr=lr, tokens_per_step=tokens_per_step, seq_len=seq_len,
+            device=device, text=text, tokenizer=tokenizer, text_encoding=text_encoding, plot=plot,
+            no_plot=no_plot,
+        )  # fmt: skip
+        return
+    new_weights = {"position": position, "ffn": ffn, "kv_heads": kv_heads}
+    if any(value is not None for value in new_weights.values()):
+        names = ", ".join(setting(name) for name, value in new_weights.items() if value is not None)
+        raise ConfigError(
+            f"{names} change(s) the weights themselves, so no trained checkpoint can show what they do; add "
+            f"{setting('train')} to train base and variant from scratch and compare them"
+        )
+    plot = plot if plot is not None else ABLATION_PLOT
     import torch
 
     from toolkit.device import half_on_cpu_notes, resolve_device, resolve_dtype
@@ -211,16 +301,8 @@ def ablate_command(
                 "load-weights' with the same options to see why"
             )
         model.config.sequence_length(seq_len)  # refused even with --no-latency: the input is invalid
-        variants = select_variants(
-            model.config,
-            eps=eps,
-            no_scale=no_scale,
-            gelu=gelu,
-            residuals=[r.value for r in residual or ()],
-            norm=norm,
-            rope_theta=rope_theta,
-        )
-        if not _variant_flags(eps, no_scale, gelu, residual, norm, rope_theta):
+        variants = select_variants(model.config, **variant_flags)
+        if not _variant_flags(*variant_flags.values()):
             dropped = [v.name for v in classic_variants() if not_applicable(v, model.config) is not None]
             if dropped:
                 out.note(f"left out of the classic suite, not applicable to this model: {', '.join(dropped)}")

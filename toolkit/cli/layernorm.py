@@ -77,7 +77,19 @@ TrainLayers = Annotated[
 ]
 TrainMlp = Annotated[int, typer.Option("--mlp", min=1, help="MLP hidden width.", rich_help_panel=TRAINING)]
 Lr = Annotated[float, typer.Option("--lr", help="AdamW learning rate.", rich_help_panel=TRAINING)]
-Seed = Annotated[int, typer.Option("--seed", help="Seed of weights and batches.", rich_help_panel=TRAINING)]
+Seed = Annotated[
+    int, typer.Option("--seed", help="First seed of weights and batches.", rich_help_panel=TRAINING)
+]
+Seeds = Annotated[
+    int,
+    typer.Option(
+        "--seeds",
+        min=1,
+        help="Seeds --seed, --seed + 1, ...: each norm trained once per seed and judged against torch's "
+        "LayerNorm over them (95% t-interval, Holm); curves and activations are the first seed's.",
+        rich_help_panel=TRAINING,
+    ),
+]
 Norms = Annotated[
     str,
     typer.Option(
@@ -156,6 +168,7 @@ def layernorm_compare_command(
     mlp: TrainMlp = _DEFAULT.model.d_mlp,
     lr: Lr = _DEFAULT.lr,
     seed: Seed = _DEFAULT.seed,
+    seeds: Seeds = _DEFAULT.seeds,
     norms: Norms = _DEFAULT_NORMS,
     data: Data = None,
     plots_dir: PlotsDir = PLOTS_DIR,
@@ -188,6 +201,7 @@ def layernorm_compare_command(
         batch=batch,
         lr=lr,
         seed=seed,
+        seeds=seeds,
         eval_every=max(1, steps // 6),
         norms=tuple(n.strip() for n in norms.split(",") if n.strip()),
     )
@@ -233,6 +247,7 @@ def _renderables(report: LayerNormReport) -> list[RenderableType]:
         activations_table,
         memory_table,
         numerics_tables,
+        seeds_table,
         speed_tables,
         training_cost_table,
         training_table,
@@ -247,5 +262,6 @@ def _renderables(report: LayerNormReport) -> list[RenderableType]:
         out += [memory_table(report.memory), ""]
     if report.training is not None:
         training = report.training
-        out += [training_table(training), "", training_cost_table(training), "", activations_table(training)]
+        out += [training_table(training), "", seeds_table(training), "", training_cost_table(training), ""]
+        out.append(activations_table(training))
     return out

@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from toolkit.plots.figure import save_figure
 
-__all__ = ["ABLATION_PLOT", "MATMUL_PLOT", "PLOTS_DIR", "save_figure"]
+__all__ = ["ABLATION_PLOT", "ABLATION_TRAINING_PLOT", "MATMUL_PLOT", "PLOTS_DIR", "save_figure"]
 
 PLOTS_DIR = Path("plots")
 ABLATION_PLOT = PLOTS_DIR / "ablation.png"
+ABLATION_TRAINING_PLOT = PLOTS_DIR / "ablation_training.png"
 MATMUL_PLOT = PLOTS_DIR / "matmul_scaling.png"
 
 

@@ -20,6 +20,8 @@ from toolkit.errors import ConfigError, InputError, setting
 if TYPE_CHECKING:
     import torch
 
+    from toolkit.training.recipe import Recipe
+
 VARY_CHOICES = ("seq-len", "vocab", "d-model", "heads", "layers", "mlp", "batch")
 """The sweeps ``--vary all`` runs."""
 SWEEP_CHOICES = (*VARY_CHOICES, "kv-heads")
@@ -64,6 +66,9 @@ TRAINING_MODEL = ModelConfig(
     vocab_size=BYTE_VOCAB, max_seq_len=64, d_model=128, n_heads=2, n_layers=2, d_mlp=512
 )
 """The small byte-level GPT every normalisation trains."""
+TRAINED_BASE = ModelConfig(vocab_size=512, max_seq_len=128, d_model=128, n_heads=4, n_layers=2, d_mlp=512)
+"""The base ``ablate --train`` trains from scratch by default (vocab: the shipped tokenizer's; about
+0.5 M parameters): small enough that the classic suite over 3 seeds takes minutes on 2 CPU cores."""
 
 
 def _cpu() -> torch.device:
@@ -129,9 +134,10 @@ class TrainingSettings:
     eval_batches: int = 8
     seed: int = 0
     norms: tuple[str, ...] = TRAIN_NORMS
+    seeds: int = 3  # seed, seed + 1, ...: the comparison over seeds
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch", "eval_every", "eval_batches"):
+        for name in ("steps", "batch", "eval_every", "eval_batches", "seeds"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"training {name} must be at least 1, got {getattr(self, name)}")
         if not (math.isfinite(self.lr) and self.lr > 0):
@@ -155,6 +161,18 @@ class TrainingSettings:
     def model_config(self, norm: str) -> ModelConfig:
         return self.model.replace(norm=norm)
 
+    @property
+    def seed_list(self) -> list[int]:
+        return list(range(self.seed, self.seed + self.seeds))
+
+    @property
+    def recipe(self) -> Recipe:
+        """The toolkit trainer's recipe (warm-up, cosine decay, clipping) at this study's sizes."""
+        from toolkit.training.recipe import Recipe
+
+        return Recipe(steps=self.steps, batch=self.batch, seq_len=self.seq_len, lr=self.lr,
+                      eval_every=self.eval_every)  # fmt: skip
+
     def to_dict(self) -> dict[str, Any]:
         model = self.model
         return {
@@ -169,6 +187,7 @@ class TrainingSettings:
             "eval_every": self.eval_every,
             "eval_batches": self.eval_batches,
             "seed": self.seed,
+            "seeds": self.seeds,
             "norms": list(self.norms),
             "model": model.to_dict(),
         }

@@ -15,7 +15,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from toolkit.config import GELU_VARIANTS, NORM_VARIANTS, RESIDUAL_VARIANTS, ModelConfig
+from toolkit.config import (
+    GELU_VARIANTS,
+    MLP_VARIANTS,
+    NORM_VARIANTS,
+    POSITION_VARIANTS,
+    RESIDUAL_VARIANTS,
+    ModelConfig,
+)
 from toolkit.errors import ConfigError, setting
 from toolkit.model import Transformer, make_norm
 
@@ -64,6 +71,40 @@ def rope_theta_variant(theta: float) -> Variant:
     return Variant(f"rope-theta {format_eps(theta) if theta < 1 else f'{theta:g}'}", {"rope_theta": theta})
 
 
+def position_variant(positions: str) -> Variant:
+    return Variant(f"position {positions}", {"positions": positions})
+
+
+def ffn_variant(base: ModelConfig, mlp: str) -> Variant:
+    """The MLP form ``mlp``; a gated MLP (three matrices) gets 2/3 of the base's width, so that the
+    parameter count matches a two-matrix GELU MLP's."""
+    if mlp == "swiglu" and base.mlp == "gelu":
+        width = max(1, round(2 * base.d_mlp / 3))
+        return Variant(f"ffn swiglu (d_mlp {width})", {"mlp": "swiglu", "d_mlp": width})
+    if mlp == "gelu" and base.mlp == "swiglu":
+        width = max(1, round(3 * base.d_mlp / 2))
+        return Variant(f"ffn gelu (d_mlp {width})", {"mlp": "gelu", "d_mlp": width})
+    return Variant(f"ffn {mlp}", {"mlp": mlp})
+
+
+def kv_heads_variant(kv_heads: int) -> Variant:
+    return Variant(f"kv-heads {kv_heads}", {"n_kv_heads": kv_heads})
+
+
+TRAINING_FIELDS = ("positions", "mlp", "n_kv_heads")
+"""Config fields whose change gives the model other weights: only a model trained with it can judge it."""
+
+
+def needs_training(variant: Variant, base: ModelConfig) -> str | None:
+    """Why ``variant`` cannot hold ``base``'s weights (so only training from scratch can judge it)."""
+    changed = [name for name in TRAINING_FIELDS if name in variant.changes]
+    if changed:
+        return f"it changes the weights themselves ({', '.join(changed)})"
+    if "norm" in variant.changes and variant.changes["norm"] not in weight_sharing_norms(base):
+        return "its norm has other parameters than the checkpoint's"
+    return None
+
+
 def classic_variants(base: ModelConfig | None = None) -> list[Variant]:
     """The classic suite (docs/reference.md): eps 1e-4, no-scale, tanh GELU and the three residual
     wirings; for another ``base``, the wirings other than its own and only the changes that apply to
@@ -95,11 +136,18 @@ def select_variants(
     residuals: Sequence[str] = (),
     norm: str | None = None,
     rope_theta: float | None = None,
+    *,
+    positions: str | None = None,
+    ffn: str | None = None,
+    kv_heads: int | None = None,
+    train: bool = False,
 ) -> list[Variant]:
     """The variants the flags ask for, in a fixed order; no flag at all means the classic suite.
 
     A change that would leave ``base`` as it is (an eps equal to the base eps, gelu "none" on an
-    exact-GELU model, ...) is refused: its "ablation" would compare the model with itself.
+    exact-GELU model, ...) is refused: its "ablation" would compare the model with itself. Without
+    ``train``, so is a change that needs other weights (positions, MLP form, kv heads, a norm with
+    other parameters): only a model trained with it can judge it.
     """
     variants: list[Variant] = []
     if eps is not None:
@@ -119,22 +167,40 @@ def select_variants(
         if not (0 < rope_theta < float("inf")):
             raise ConfigError(f"{setting('rope_theta')} must be a positive number, got {rope_theta}")
         variants.append(rope_theta_variant(rope_theta))
+    if positions is not None:
+        _check_choice("position", positions, POSITION_VARIANTS)
+        variants.append(position_variant(positions))
+    if ffn is not None:
+        _check_choice("ffn", ffn, MLP_VARIANTS)
+        variants.append(ffn_variant(base, ffn))
+    if kv_heads is not None:
+        variants.append(kv_heads_variant(kv_heads))
     if not variants:
         variants = classic_variants(base)
     for variant in variants:
         reason = not_applicable(variant, base)
         if reason is not None:
             raise ConfigError(f"variant '{variant.name}' does not apply to this model: {reason}")
+        variant.config(base)  # a config that cannot exist (kv heads not dividing heads) is refused here
         if variant.config(base) == base:
             field_name, value = next(iter(variant.changes.items()))
             raise ConfigError(
                 f"variant '{variant.name}' leaves the model unchanged ({field_name} is already "
                 f"{value!r} in the base config); choose a different value"
             )
+        if train:
+            continue
         if "norm" in variant.changes and variant.changes["norm"] not in weight_sharing_norms(base):
             raise ConfigError(
                 f"variant '{variant.name}' has other parameters than the checkpoint's norm, so it cannot run "
-                f"with the same weights; norms that share them: {', '.join(weight_sharing_norms(base))}"
+                f"with the same weights; norms that share them: {', '.join(weight_sharing_norms(base))}; "
+                f"or add {setting('train')} to train base and variant from scratch"
+            )
+        reason = needs_training(variant, base)
+        if reason is not None:
+            raise ConfigError(
+                f"variant '{variant.name}' cannot run with the checkpoint's weights: {reason}; add "
+                f"{setting('train')} to train base and variant from scratch and compare them"
             )
     return variants
 

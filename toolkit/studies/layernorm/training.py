@@ -7,25 +7,26 @@ from __future__ import annotations
 
 import copy
 import math
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from toolkit.device import device_name, synchronize
+from toolkit.device import device_name
 from toolkit.errors import DataError, setting
 from toolkit.memory import peak_memory
 from toolkit.model import Block, Transformer
 from toolkit.progress import ProgressCallback, no_progress
 from toolkit.signals import stop_requested
+from toolkit.studies.ablation.training import Arm, TrainingChange, compare_arms
 from toolkit.studies.layernorm.corpus import Corpus, stdlib_corpus
 from toolkit.studies.settings import TrainingSettings
+from toolkit.training.loop import Batches, Trainer, TrainRun, build_model, heldout_windows, next_token_loss
+from toolkit.training.recipe import Recipe
 
 NORM_LABELS = {
     "torch": "torch LayerNorm",
@@ -93,8 +94,50 @@ class TrainingResult:
     corpus: dict[str, Any]
     device: str
     peak_method: str
-    runs: list[NormRun]
+    runs: list[NormRun]  # the first seed's runs, with every record
     steps_done: int | None = None  # fewer than settings.steps when a signal stopped the training
+    seed_runs: dict[str, list[TrainRun]] = field(default_factory=dict)  # norm -> one run per seed
+
+    @property
+    def baseline(self) -> str:
+        """The norm the others are judged against: torch's LayerNorm when it was trained."""
+        return "torch" if "torch" in self.seed_runs else next(iter(self.seed_runs), "torch")
+
+    def seed_changes(self) -> list[TrainingChange]:
+        """Each norm's final validation loss against the baseline's, paired by seed (t-interval, Holm)."""
+        if not self.seed_runs:
+            return []
+        config = self.settings.model
+        arms = {norm: Arm(norm, config.replace(norm=norm), {}, runs) for norm, runs in self.seed_runs.items()}
+        base = arms[self.baseline]
+        others = [arm for norm, arm in arms.items() if norm != self.baseline]
+        return compare_arms(base, others)
+
+    def seed_summary(self) -> list[dict[str, Any]]:
+        """Per norm: the per-seed final losses, their mean and std, and the change against the baseline."""
+        changes = {change.name: change for change in self.seed_changes()}
+        rows = []
+        for norm, seed_runs in self.seed_runs.items():
+            finals = {run.seed: run.final_loss for run in seed_runs if math.isfinite(run.final_loss)}
+            values = list(finals.values())
+            row: dict[str, Any] = {
+                "norm": norm,
+                "seeds": {str(seed): value for seed, value in finals.items()},
+                "final_loss_mean": float(np.mean(values)) if values else math.nan,
+                "final_loss_std": float(np.std(values, ddof=1)) if len(values) > 1 else math.nan,
+                "diverged": any(run.diverged for run in seed_runs),
+            }
+            change = changes.get(norm)
+            if change is not None:
+                row.update(
+                    delta_nats=change.delta_nats,
+                    ci95=[change.ci_low, change.ci_high],
+                    significant=change.significant,
+                    p_adjusted=change.p_adjusted,
+                    detectable_nats=change.detectable_nats,
+                )
+            rows.append(row)
+        return rows
 
     def run(self, norm: str) -> NormRun | None:
         return next((r for r in self.runs if r.norm == norm), None)
@@ -127,56 +170,12 @@ class TrainingResult:
                 "validation batch, at the input and output of the last block's first norm",
             },
             "runs": [run.to_dict() for run in self.runs],
+            "baseline": self.baseline,
+            "over_seeds": self.seed_summary(),
         }
 
     def to_frame(self) -> pd.DataFrame:
         return pd.DataFrame([run.summary() for run in self.runs])
-
-
-class _Batches:
-    """The same training windows (seeded) and validation windows (evenly spaced) for every run."""
-
-    def __init__(self, corpus: Corpus, settings: TrainingSettings) -> None:
-        span = settings.seq_len + 1
-        for part, data in (("training", corpus.train), ("validation", corpus.validation)):
-            if data.numel() < span + 1:
-                raise DataError(
-                    f"the {part} part of {corpus.source} has {data.numel()} bytes, fewer than one "
-                    f"window of seq_len + 1 = {span}; use a larger file or a shorter {setting('seq_len')}"
-                )
-        generator = torch.Generator().manual_seed(settings.seed)
-        self.starts = torch.randint(
-            0, corpus.train.numel() - span + 1, (settings.steps, settings.batch), generator=generator
-        )
-        n_val = settings.eval_batches * settings.batch
-        val_starts = torch.linspace(0, corpus.validation.numel() - span, n_val).long()
-        self.corpus, self.span, self.settings = corpus, span, settings
-        self.validation = [
-            self._windows(corpus.validation, chunk)
-            for chunk in val_starts.view(settings.eval_batches, settings.batch).unbind(0)
-        ]
-
-    def _windows(self, data: torch.Tensor, starts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        offsets = starts[:, None] + torch.arange(self.span)  # (B, S + 1)
-        windows = data[offsets].long()
-        return windows[:, :-1], windows[:, 1:]  # inputs, next-byte targets
-
-    def train(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self._windows(self.corpus.train, self.starts[step])
-
-
-def _loss(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    logits = model(inputs)  # (B, S, 256)
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
-
-
-@torch.no_grad()
-def _validation_loss(model: nn.Module, batches: _Batches, device: torch.device) -> float:
-    was_training = model.training
-    model.eval()
-    losses = [float(_loss(model, x.to(device), y.to(device))) for x, y in batches.validation]
-    model.train(was_training)
-    return float(np.mean(losses))
 
 
 def _norm_modules(model: Transformer) -> list[nn.Module]:
@@ -267,25 +266,23 @@ def detrended_std(losses: Sequence[float]) -> float:
     return float(np.std(tail - (slope * steps + intercept), ddof=2))
 
 
-def _training_step_peak(
-    model: Transformer, batches: _Batches, settings: TrainingSettings, device: torch.device
-) -> int:
+def _training_step_peak(model: Transformer, batches: Batches, recipe: Recipe, device: torch.device) -> int:
     """Peak bytes of one training step (forward, backward, AdamW step) on a copy of the model.
 
     A first, untracked step on the copy also warms up (kernel compilation, thread pools), so that
     the timed run of every normalisation starts warm.
     """
     twin = copy.deepcopy(model)
-    optimizer = torch.optim.AdamW(twin.parameters(), lr=settings.lr)
-    x, y = batches.train(0)
+    optimizer = recipe.optimizer(twin)
+    x, y = batches(0)
     x, y = x.to(device), y.to(device)
-    _loss(twin, x, y).backward()  # type: ignore[no-untyped-call]
+    next_token_loss(twin, x, y).backward()  # type: ignore[no-untyped-call]
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     twin = copy.deepcopy(model)
-    optimizer = torch.optim.AdamW(twin.parameters(), lr=settings.lr)
+    optimizer = recipe.optimizer(twin)
     with peak_memory(device) as peak:
-        loss = _loss(twin, x, y)
+        loss = next_token_loss(twin, x, y)
         loss.backward()  # type: ignore[no-untyped-call]
         optimizer.step()
         del loss
@@ -293,72 +290,57 @@ def _training_step_peak(
 
 
 class _NormTrainer:
-    """One normalisation's model, optimizer and records; advanced one step at a time."""
+    """One normalisation's run with the toolkit's trainer, recording block gradient norms as it goes."""
 
     def __init__(
-        self, norm: str, batches: _Batches, settings: TrainingSettings, device: torch.device
+        self,
+        norm: str,
+        batches: Batches,
+        validation: torch.Tensor,
+        settings: TrainingSettings,
+        device: torch.device,
     ) -> None:
-        torch.manual_seed(settings.seed)  # every normalisation starts from the same weights
-        self.model = Transformer(settings.model_config(norm)).to(device)
-        self.model.train()
-        self.peak = _training_step_peak(self.model, batches, settings, device)
-        self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=settings.lr, betas=(0.9, 0.95), weight_decay=0.0
+        recipe = settings.recipe
+        model = build_model(settings.model_config(norm), batches.seed, device)  # the same weights per seed
+        self.peak = _training_step_peak(model, batches, recipe, device)
+        self.trainer = Trainer(
+            model, batches, recipe, validation, name=norm, device=device, after_backward=self._record_grads
         )
-        self.norm, self.batches, self.settings, self.device = norm, batches, settings, device
+        self.model, self.norm, self.validation, self.device = model, norm, validation, device
         self.grad_every = max(1, settings.steps // 50)
-        self.train_losses: list[float] = []
-        self.val_steps: list[int] = []
-        self.val_losses: list[float] = []
         self.grad_steps: list[int] = []
         self.grad_norms: dict[str, list[float]] = {f"block {i}": [] for i in range(settings.model.n_layers)}
-        self.wall_s = 0.0
 
-    def evaluate(self, step: int) -> None:
-        self.val_steps.append(step)
-        self.val_losses.append(_validation_loss(self.model, self.batches, self.device))
+    def _record_grads(self, step: int, model: Transformer) -> None:
+        if step % self.grad_every == 0:
+            self.grad_steps.append(step)
+            for i, value in enumerate(_block_grad_norms(model)):
+                self.grad_norms[f"block {i}"].append(value)
 
     def step(self, step: int) -> float:
         """One optimizer step on batch ``step`` (evaluating first when due); returns the loss."""
-        if step % self.settings.eval_every == 0:
-            self.evaluate(step)
-        x, y = self.batches.train(step)
-        x, y = x.to(self.device), y.to(self.device)
-        synchronize(self.device)
-        start = time.perf_counter()
-        loss = _loss(self.model, x, y)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()  # type: ignore[no-untyped-call]
-        if step % self.grad_every == 0:
-            self.grad_steps.append(step)
-            for i, value in enumerate(_block_grad_norms(self.model)):
-                self.grad_norms[f"block {i}"].append(value)
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
-        self.optimizer.step()
-        self.train_losses.append(loss.item())  # synchronises
-        self.wall_s += time.perf_counter() - start
-        return self.train_losses[-1]
+        return self.trainer.step(step)
 
     def finish(self, steps: int) -> NormRun:
         """Final validation loss and activation statistics after ``steps`` steps, and the summary."""
-        self.evaluate(steps)
-        first_batch = self.batches.validation[0][0].to(self.device)
+        run = self.trainer.finish()
+        first_batch = self.validation[: self.trainer.recipe.batch, :-1].to(self.device)
         mean, var, before, after = _activation_statistics(self.model, first_batch)
-        final = self.val_losses[-1]
+        final = run.eval_losses[-1]
         return NormRun(
             norm=self.norm,
-            wall_s=self.wall_s,
-            steps_per_s=steps / self.wall_s,
+            wall_s=run.train_s,
+            steps_per_s=steps / run.train_s,
             final_val_loss=final,
             perplexity=math.exp(final) if math.isfinite(final) else math.nan,
-            steps_to_90pct=steps_to_fraction(self.train_losses),
+            steps_to_90pct=steps_to_fraction(run.train_losses),
             peak_memory_bytes=self.peak,
             activation_mean=mean,
             activation_var=var,
-            loss_std=detrended_std(self.train_losses),
-            train_losses=self.train_losses,
-            val_steps=self.val_steps,
-            val_losses=self.val_losses,
+            loss_std=detrended_std(run.train_losses),
+            train_losses=run.train_losses,
+            val_steps=run.eval_steps,
+            val_losses=run.eval_losses,
             grad_steps=self.grad_steps,
             grad_norms=self.grad_norms,
             correlation_before=before,
@@ -368,42 +350,83 @@ class _NormTrainer:
         )
 
 
+def _check_corpus(corpus: Corpus, settings: TrainingSettings) -> None:
+    span = settings.seq_len + 1
+    for part, data in (("training", corpus.train), ("validation", corpus.validation)):
+        if data.numel() < span + 1:
+            raise DataError(
+                f"the {part} part of {corpus.source} has {data.numel()} bytes, fewer than one "
+                f"window of seq_len + 1 = {span}; use a larger file or a shorter {setting('seq_len')}"
+            )
+
+
 def train_norms(
     device: torch.device,
     settings: TrainingSettings | None = None,
     corpus: Corpus | None = None,
     progress: ProgressCallback = no_progress,
 ) -> TrainingResult:
-    """Train the same small GPT with each normalisation in ``settings.norms`` (same seed and batches).
+    """Train the same small GPT with each normalisation in ``settings.norms``, once per seed (the same
+    initialisation and batches for every norm within a seed), with the toolkit's one trainer.
 
-    The runs advance in lockstep, one step each per round in a rotating order, so that a change in
-    the machine's load while training slows every normalisation alike (as ``timing.compare`` does);
-    no run uses randomness after initialisation, so lockstep does not change any run's numbers.
+    Within a seed the runs advance in lockstep, one step each per round in a rotating order, so that
+    a change in the machine's load while training slows every normalisation alike (as
+    ``timing.compare`` does); no run uses randomness after initialisation, so lockstep does not
+    change any run's numbers. The first seed's runs keep their full records (curves, gradient
+    norms, activation statistics); every seed's final validation loss goes into the comparison of
+    each norm with torch's LayerNorm over seeds.
     """
     settings = settings or TrainingSettings()
     corpus = corpus if corpus is not None else stdlib_corpus()
-    batches = _Batches(corpus, settings)
-    trainers = []
-    for norm in settings.norms:
-        if stop_requested() is None:
-            trainers.append(_NormTrainer(norm, batches, settings, device))
-    total = settings.steps * len(trainers)
-    done = steps_done = 0
-    for step in range(settings.steps):
-        if stop_requested() is not None:  # SIGINT / SIGTERM: keep the steps trained so far
+    _check_corpus(corpus, settings)
+    recipe = settings.recipe
+    validation = heldout_windows(corpus.validation, settings.seq_len, settings.eval_batches * settings.batch)
+    seeds = settings.seed_list
+    by_norm: dict[str, list[TrainRun]] = {norm: [] for norm in settings.norms}
+    runs: list[NormRun] = []
+    first_steps = 0
+    total = settings.steps * len(settings.norms) * len(seeds)
+    done = 0
+    for index, seed in enumerate(seeds):
+        if stop_requested() is not None:
             break
-        steps_done = step + 1
-        shift = step % len(trainers)
-        for trainer in trainers[shift:] + trainers[:shift]:
-            loss = trainer.step(step)
-            done += 1
-            progress(done, total, f"training step {step + 1}: {NORM_LABELS[trainer.norm]} loss {loss:.3f}")
-    # A signal before the first step (while the runs were being set up) leaves nothing to report.
-    runs = [trainer.finish(steps_done) for trainer in trainers] if steps_done else []
+        batches = Batches(corpus.train, recipe, seed)
+        trainers = []
+        for norm in settings.norms:
+            if stop_requested() is None:
+                trainers.append(_NormTrainer(norm, batches, validation, settings, device))
+        steps_done = 0
+        for step in range(settings.steps):
+            if stop_requested() is not None:  # SIGINT / SIGTERM: keep the steps trained so far
+                break
+            steps_done = step + 1
+            shift = step % len(trainers)
+            for trainer in trainers[shift:] + trainers[:shift]:
+                loss = trainer.step(step)
+                done += 1
+                label = NORM_LABELS[trainer.norm]
+                progress(done, total, f"seed {seed}, step {step + 1}: {label} loss {loss:.3f}")
+        if index == 0:
+            first_steps = steps_done
+            # A signal before the first step (while the runs were being set up) leaves nothing to report.
+            runs = [trainer.finish(steps_done) for trainer in trainers] if steps_done else []
+        elif steps_done == settings.steps:
+            for trainer in trainers:
+                trainer.trainer.finish()
+        for trainer in trainers:
+            by_norm[trainer.norm].append(trainer.trainer.run)
     method = (
         "torch.cuda.max_memory_allocated over one training step"
         if device.type == "cuda"
         else "live tensor bytes over one training step (forward, backward, AdamW step)"
     )
-    stopped = steps_done if steps_done < settings.steps else None
-    return TrainingResult(settings, corpus.describe(), device_name(device), method, runs, stopped)
+    stopped = first_steps if first_steps < settings.steps else None
+    return TrainingResult(
+        settings,
+        corpus.describe(),
+        device_name(device),
+        method,
+        runs,
+        stopped,
+        seed_runs=by_norm,
+    )

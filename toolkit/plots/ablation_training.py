@@ -1,0 +1,55 @@
+"""The training comparison's picture: held-out loss against steps, the mean and the seed band per arm."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+from toolkit.plots.figure import save_figure
+from toolkit.studies.ablation.training import TrainingResult
+
+
+def save_training_plot(result: TrainingResult, path: Path) -> Path:
+    """Held-out loss (nats/token) against training steps: per arm the mean over seeds, the band its
+    min and max, the base's final loss dashed; a second panel zooms on the last half of training."""
+    figure = Figure(figsize=(12, 4.8), layout="constrained")
+    whole, zoom = figure.subplots(1, 2)
+    final = result.base_final
+    for arm in (result.base, *result.variants):
+        complete = [run for run in arm.runs if run.complete]
+        if not complete:
+            continue
+        steps = complete[0].eval_steps
+        losses = [run.eval_losses for run in complete]
+        mean = [sum(column) / len(column) for column in zip(*losses, strict=True)]
+        low = [min(column) for column in zip(*losses, strict=True)]
+        high = [max(column) for column in zip(*losses, strict=True)]
+        for ax in (whole, zoom):
+            (line,) = ax.plot(
+                steps, mean, marker="o", markersize=3, label=f"{arm.name} ({len(complete)} seeds)"
+            )
+            ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+    half = result.recipe.steps / 2
+    zoom_values = [
+        loss
+        for arm in (result.base, *result.variants)
+        for run in arm.runs
+        if run.complete
+        for step, loss in zip(run.eval_steps, run.eval_losses, strict=True)
+        if step >= half
+    ]
+    for ax in (whole, zoom):
+        ax.axhline(final, color="0.3", linestyle="--", linewidth=0.8, label=f"base final loss {final:.3f}")
+        ax.set_xlabel("training step")
+        ax.set_ylabel("held-out loss (nats/token)")
+        ax.grid(True, alpha=0.3)
+    if zoom_values:
+        spread = max(zoom_values) - min(zoom_values)
+        zoom.set_xlim(half, result.recipe.steps * 1.02)
+        zoom.set_ylim(min(zoom_values) - 0.05 * spread, max(zoom_values) + 0.05 * spread)
+    seeds = ", ".join(map(str, result.seeds))
+    whole.set_title(f"Trained from scratch: mean over seeds {seeds}, band min-max")
+    zoom.set_title("second half of training")
+    zoom.legend(fontsize="small", loc="center left", bbox_to_anchor=(1.02, 0.5))
+    return save_figure(figure, path)
