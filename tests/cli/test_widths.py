@@ -31,6 +31,11 @@ COMMANDS = {
         *TINY_TRAIN,
     ],
     "matmul": ["matmul", "--size", "64", "--workers", "2", "--repeat", "2", "--check", "freivalds"],
+    "ablate --train": [
+        *("ablate", "--train", "--device", "cpu", "--d-model", "16", "--layers", "1", "--mlp", "32"),
+        *("--seq-len", "16", "--tokens-per-step", "64", "--steps", "3", "--seeds", "2", "--no-plot"),
+        *("--residual", "no-mlp-skip", "--ffn", "swiglu"),
+    ],
 }
 
 

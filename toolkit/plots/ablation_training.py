@@ -25,11 +25,14 @@ def save_training_plot(result: TrainingResult, path: Path) -> Path:
         mean = [sum(column) / len(column) for column in zip(*losses, strict=True)]
         low = [min(column) for column in zip(*losses, strict=True)]
         high = [max(column) for column in zip(*losses, strict=True)]
+        base = arm is result.base  # drawn black and on top: every variant is read against it
+        label = f"{arm.name} ({len(complete)} seeds)"
         for ax in (whole, zoom):
             (line,) = ax.plot(
-                steps, mean, marker="o", markersize=3, label=f"{arm.name} ({len(complete)} seeds)"
-            )
-            ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+                steps, mean, marker="o", markersize=3, label=label, color="black" if base else None,
+                linewidth=2.0 if base else 1.5, zorder=5 if base else 3,
+            )  # fmt: skip
+            ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.15, linewidth=0)
     half = result.recipe.steps / 2
     zoom_values = [
         loss

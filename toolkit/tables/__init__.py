@@ -24,6 +24,17 @@ def fmt_float(value: float, digits: int = 3) -> str:
     return f"{value:,.{max(digits - 1 - math.floor(math.log10(magnitude)), 0)}f}"
 
 
+def nats_text(value: float, signed: bool = False) -> str:
+    """A loss or loss difference in nats: four decimals, or three significant digits below 0.001 nats
+    (never a misleading 0.0000); a dash when not finite."""
+    if not math.isfinite(value):
+        return "—"
+    sign = "+" if signed else ""
+    if value != 0 and abs(value) < 1e-3:
+        return f"{value:{sign}.2e}"
+    return f"{value:{sign}.4f}"
+
+
 def fmt_bytes(n_bytes: float) -> str:
     """Both units people quote: decimal MB and binary MiB."""
     return f"{n_bytes / 1e6:,.2f} MB / {n_bytes / 2**20:,.2f} MiB"

@@ -6,7 +6,7 @@ from rich.table import Table
 
 from toolkit.errors import setting
 from toolkit.studies.ablation import AblationResult, AblationRow, LatencyStudy
-from toolkit.tables import fmt_float
+from toolkit.tables import fmt_float, nats_text
 from toolkit.tables.timing import caution_text
 from toolkit.timing.stats import ARMS_DIFFER
 
@@ -87,8 +87,8 @@ def text_loss_table(result: AblationResult) -> Table | None:
         table.add_row(
             change,
             f"{loss.variant_nats:.4f}",
-            _signed_nats(loss.delta_nats) + (" ‡" if loss.below_float32_noise else ""),
-            f"{_signed_nats(loss.ci_low)}..{_signed_nats(loss.ci_high)}",
+            nats_text(loss.delta_nats, signed=True) + (" ‡" if loss.below_float32_noise else ""),
+            f"{nats_text(loss.ci_low, signed=True)}..{nats_text(loss.ci_high, signed=True)}",
             f"±{loss.detectable_nats:.2g}",
             f"{loss.perplexity_ratio:.4f}",
             _verdict(loss.significant, loss.significant_raw),
@@ -197,11 +197,6 @@ def verdict_text(row: AblationRow) -> str:
     else:
         text += f"; no latency change beyond noise (below ±{latency.detectable_pct:.1f}%)"
     return text
-
-
-def _signed_nats(value: float) -> str:
-    """Four decimals, or three significant digits for differences below 0.001 nats."""
-    return f"{value:+.2e}" if 0 < abs(value) < 1e-3 else f"{value:+.4f}"
 
 
 def _pct(value: float) -> str:
