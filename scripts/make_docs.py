@@ -73,15 +73,22 @@ PAGES = (
         "paired window by window; latency is timed interleaved with the baseline and an A/A control "
         "(the baseline's architecture as an arm of its own), every arm reading the same copy of the "
         "weights. Verdicts are Holm-adjusted over the variants and each states the smallest change the "
-        "run could detect.",
-        ("toolkit ablate --no-plot", "toolkit ablate --seq-len 64 --budget 10 --no-text-loss --no-plot"),
+        "run could detect. With --train, the changes only training can judge (RMSNorm, RoPE, the gated "
+        "MLP, fewer kv heads) are trained from scratch with the base over 3 seeds and judged seed by "
+        "seed (docs/reference.md, 'What a change does to training').",
+        (
+            "toolkit ablate --no-plot",
+            "toolkit ablate --seq-len 64 --budget 10 --no-text-loss --no-plot",
+            "toolkit ablate --train --norm rms --position rope --ffn swiglu --kv-heads 1 --no-plot",
+        ),
     ),
     Page(
         "layernorm-compare",
         "Does my LayerNorm match PyTorch's, and what does it cost?",
         "Numerics against a float64 reference (including a large mean offset, where a one-pass variance "
         "fails), speed and achieved bandwidth against a plain copy timed in the same run, bytes saved "
-        "for backward, and a small byte-level GPT trained with each normalisation. --norm rms studies the "
+        "for backward, and a small byte-level GPT trained with each normalisation over 3 seeds, each judged "
+        "against torch's LayerNorm seed by seed. --norm rms studies the "
         "custom RMSNorm against torch.nn.RMSNorm the same way, torch's LayerNorm timed beside it.",
         (
             "toolkit layernorm-compare --device cpu --shapes 4096x256,8192x1024 --budget 2 "

@@ -61,7 +61,7 @@ def main() -> None:
         minutes = (time.perf_counter() - started) / 60
         print(
             f"repeat {repeat + 1:>2}/{args.repeats} seeds {seeds}: base {statistics.mean(finals):.4f} ± "
-            f"{stds[-1]:.4f}, Δ {change.delta_nats:+.5f} [{change.ci_low:+.5f}, {change.ci_high:+.5f}] "
+            f"{stds[-1]:.4f}, Δ {change.delta_nats:+.2e} [{change.ci_low:+.2e}, {change.ci_high:+.2e}] "
             f"{'REAL' if change.significant else 'not real'} ({minutes:.1f} min)",
             flush=True,
         )
@@ -74,7 +74,7 @@ def main() -> None:
     mean_std = statistics.mean(stds)
     print(
         f"base final-loss std over seeds: mean {mean_std:.4f} nats (max {max(stds):.4f}); target ≤ "
-        f"{STD_TARGET}: {verdict(mean_std <= STD_TARGET)}; Δ mean {statistics.mean(deltas):+.5f} nats"
+        f"{STD_TARGET}: {verdict(mean_std <= STD_TARGET)}; Δ mean {statistics.mean(deltas):+.2e} nats"
     )
 
 

@@ -126,3 +126,12 @@ def test_two_gloo_ranks_give_the_losses_of_one_process(text: Path, tmp_path: Pat
     assert single_data["ranks"] == 1
     assert spread_data["train_base"]["seeds"] == single_data["train_base"]["seeds"]
     assert spread_data["rows"][0]["train"]["seeds"] == single_data["rows"][0]["train"]["seeds"]
+
+
+@pytest.mark.cuda
+def test_train_on_cuda_gives_the_same_kind_of_result(text: Path) -> None:
+    data = run_json(tiny_args(text, "--device", "cuda", "--kv-heads", "1", "--no-plot", "--json"))
+    assert "cpu" not in data["device"].lower()
+    train = data["rows"][0]["train"]
+    assert set(train["seeds"]) == {"0", "1"}
+    assert all(value > 0 for value in train["seeds"].values())
