@@ -90,6 +90,8 @@ def test_train_on_the_default_text_prints_the_tables(tmp_path: Path) -> None:
         (["ablate", "--train", "--tokens-per-step", "8", "--seq-len", "16"], "--tokens-per-step"),
         (["ablate", "--train", "--kv-heads", "3"], "n_kv_heads"),
         (["ablate", "--train", "--ffn", "gelu"], "unchanged"),
+        (["ablate", "--train", "--batch", "8"], "--tokens-per-step"),
+        (["ablate", "--train", "--dtype", "bfloat16"], "--dtype"),
     ],
 )
 def test_bad_training_input_is_one_line(args: list[str], fragment: str) -> None:

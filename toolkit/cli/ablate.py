@@ -220,6 +220,21 @@ def ablate_command(
                 f"--train trains from scratch and takes no {', '.join(setting(n) for n in given)}; give the "
                 f"architecture with {setting('config')} (any config.json works) and the size flags"
             )
+        unused = {
+            "--dtype": dtype != "float32",
+            "--batch (give --tokens-per-step)": batch != 1,
+            "--budget": budget != 60.0,
+            "--no-latency": not latency,
+            "--text-window (the training window is --seq-len)": text_window is not None,
+            "--no-text-loss": not text_loss,
+            "--format": checkpoint_format != "auto",
+        }
+        ignored = [flag for flag, given in unused.items() if given]
+        if ignored:
+            raise ConfigError(
+                f"{', '.join(ignored)} set(s) up the checkpoint ablation and would do nothing with --train "
+                "(float32 training, no latency timing); drop them"
+            )
         plot = plot if plot is not None else ABLATION_TRAINING_PLOT
         if not no_plot:
             check_output_file(plot, "plot", PLOT_SUFFIXES)
