@@ -212,15 +212,12 @@ def ablate_command(
         "ffn": ffn,
         "kv_heads": kv_heads,
     }
+    classic = not _variant_flags(*variant_flags.values())  # no variant flag: the classic suite
     if train:
-        checkpoint = {"weights": weights, "examples": examples, "mapping": mapping}
-        given = [name for name, value in checkpoint.items() if value is not None]
-        if given:
-            raise ConfigError(
-                f"--train trains from scratch and takes no {', '.join(setting(n) for n in given)}; give the "
-                f"architecture with {setting('config')} (any config.json works) and the size flags"
-            )
-        unused = {
+        unused = {  # the checkpoint ablation's own flags: refused, not ignored
+            "--weights": weights is not None,
+            "--examples": examples is not None,
+            "--mapping": mapping is not None,
             "--dtype": dtype != "float32",
             "--batch (give --tokens-per-step)": batch != 1,
             "--budget": budget != 60.0,
@@ -232,17 +229,18 @@ def ablate_command(
         ignored = [flag for flag, given in unused.items() if given]
         if ignored:
             raise ConfigError(
-                f"{', '.join(ignored)} set(s) up the checkpoint ablation and would do nothing with --train "
-                "(float32 training, no latency timing); drop them"
+                f"{', '.join(ignored)} set(s) up the checkpoint ablation and would do nothing with --train, "
+                "which trains from scratch in float32 without latency timing; drop them, and give the "
+                f"architecture with {setting('config')} (any config.json works) and the size flags"
             )
         plot = plot if plot is not None else ABLATION_TRAINING_PLOT
         if not no_plot:
             check_output_file(plot, "plot", PLOT_SUFFIXES)
         tr.run_training_comparison(
-            Output(json), variant_flags, config_file=config_file, d_model=d_model, heads=heads, layers=layers,
-            mlp=mlp, steps=steps, seeds=seeds, lr=lr, tokens_per_step=tokens_per_step, seq_len=seq_len,
-            device=device, text=text, tokenizer=tokenizer, text_encoding=text_encoding, plot=plot,
-            no_plot=no_plot,
+            Output(json), variant_flags, classic=classic, config_file=config_file, d_model=d_model,
+            heads=heads, layers=layers, mlp=mlp, steps=steps, seeds=seeds, lr=lr,
+            tokens_per_step=tokens_per_step, seq_len=seq_len, device=device, text=text, tokenizer=tokenizer,
+            text_encoding=text_encoding, plot=plot, no_plot=no_plot,
         )  # fmt: skip
         return
     new_weights = {"position": position, "ffn": ffn, "kv_heads": kv_heads}
@@ -258,7 +256,7 @@ def ablate_command(
     from toolkit.device import half_on_cpu_notes, resolve_device, resolve_dtype
     from toolkit.memory import check_fits
     from toolkit.plots.ablation import save_ablation_plot
-    from toolkit.studies.ablation import classic_variants, not_applicable, run_ablation, select_variants
+    from toolkit.studies.ablation import left_out_of_classic, run_ablation, select_variants
     from toolkit.studies.settings import ForwardTiming
     from toolkit.tables.ablation import (
         latency_notes,
@@ -317,8 +315,8 @@ def ablate_command(
             )
         model.config.sequence_length(seq_len)  # refused even with --no-latency: the input is invalid
         variants = select_variants(model.config, **variant_flags)
-        if not _variant_flags(*variant_flags.values()):
-            dropped = [v.name for v in classic_variants() if not_applicable(v, model.config) is not None]
+        if classic:
+            dropped = left_out_of_classic(model.config)
             if dropped:
                 out.note(f"left out of the classic suite, not applicable to this model: {', '.join(dropped)}")
         if timing is not None:  # the weights are in memory already: will the timed passes fit beside them?

@@ -106,6 +106,7 @@ def run_training_comparison(
     out: Output,
     variant_flags: dict[str, Any],
     *,
+    classic: bool,
     config_file: Path | None,
     d_model: int | None,
     heads: int | None,
@@ -123,9 +124,10 @@ def run_training_comparison(
     plot: Path,
     no_plot: bool,
 ) -> None:
-    """Train, compare, print; on rank 0 only under torchrun."""
+    """Train, compare, print; on rank 0 only under torchrun. ``classic``: no variant flag was given
+    (the classic suite, less what does not apply to the base)."""
     from toolkit.device import resolve_device
-    from toolkit.studies.ablation import classic_variants, select_variants
+    from toolkit.studies.ablation import left_out_of_classic, select_variants
     from toolkit.studies.ablation.training import init_distributed, rank_device, run_training_ablation
     from toolkit.training import Recipe
     from toolkit.training.data import training_text
@@ -146,8 +148,8 @@ def run_training_comparison(
     corpus = training_text(text, tokenizer, text_encoding)
     base = training_base(config_file, corpus.vocab_size, window, d_model, heads, layers, mlp)
     variants = select_variants(base, **variant_flags, train=True)
-    if not any(value not in (None, False, []) for value in variant_flags.values()):
-        dropped = [v.name for v in classic_variants() if v.name not in {x.name for x in variants}]
+    if classic:
+        dropped = left_out_of_classic(base)
         if dropped:
             out.note(f"left out of the classic suite, not applicable to this model: {', '.join(dropped)}")
     distributed = init_distributed(torch_device)

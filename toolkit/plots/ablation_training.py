@@ -16,32 +16,22 @@ def save_training_plot(result: TrainingResult, path: Path) -> Path:
     figure = Figure(figsize=(12, 4.8), layout="constrained")
     whole, zoom = figure.subplots(1, 2)
     final = result.base_final
+    half = result.recipe.steps / 2
+    zoom_values: list[float] = []  # every loss of the second half, to fit the zoom's y range
     for arm in (result.base, *result.variants):
-        complete = [run for run in arm.runs if run.complete]
-        if not complete:
+        steps, losses = arm.curves()
+        if not losses.size:
             continue
-        steps = complete[0].eval_steps
-        losses = [run.eval_losses for run in complete]
-        mean = [sum(column) / len(column) for column in zip(*losses, strict=True)]
-        low = [min(column) for column in zip(*losses, strict=True)]
-        high = [max(column) for column in zip(*losses, strict=True)]
+        zoom_values += losses[:, steps >= half].ravel().tolist()
         base = arm is result.base  # drawn black and on top: every variant is read against it
-        label = f"{arm.name} ({len(complete)} seeds)"
+        label = f"{arm.name} ({losses.shape[0]} seeds)"
         for ax in (whole, zoom):
             (line,) = ax.plot(
-                steps, mean, marker="o", markersize=3, label=label, color="black" if base else None,
-                linewidth=2.0 if base else 1.5, zorder=5 if base else 3,
+                steps, losses.mean(axis=0), marker="o", markersize=3, label=label,
+                color="black" if base else None, linewidth=2.0 if base else 1.5, zorder=5 if base else 3,
             )  # fmt: skip
-            ax.fill_between(steps, low, high, color=line.get_color(), alpha=0.15, linewidth=0)
-    half = result.recipe.steps / 2
-    zoom_values = [
-        loss
-        for arm in (result.base, *result.variants)
-        for run in arm.runs
-        if run.complete
-        for step, loss in zip(run.eval_steps, run.eval_losses, strict=True)
-        if step >= half
-    ]
+            band = (losses.min(axis=0), losses.max(axis=0))
+            ax.fill_between(steps, *band, color=line.get_color(), alpha=0.15, linewidth=0)
     for ax in (whole, zoom):
         ax.axhline(final, color="0.3", linestyle="--", linewidth=0.8, label=f"base final loss {final:.3f}")
         ax.set_xlabel("training step")

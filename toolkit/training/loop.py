@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -151,9 +151,8 @@ class TrainRun:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainRun:
-        names = ("name", "seed", "steps", "steps_done", "eval_steps", "eval_losses", "train_losses", "tokens",
-                 "train_s", "diverged", "interrupted", "parameters")  # fmt: skip
-        return cls(**{name: data[name] for name in names})
+        """The run :meth:`to_dict` wrote (its derived figures are recomputed, not read)."""
+        return cls(**{f.name: data[f.name] for f in fields(cls)})
 
 
 StepCallback = Callable[[int], None]

@@ -38,7 +38,6 @@ from toolkit.training.loop import Batches, TrainRun, build_model, heldout_window
 from toolkit.training.recipe import Recipe
 
 BASE = "base"
-DEFAULT_SEEDS = 3
 EVAL_WINDOWS = 128  # held-out windows each evaluation scores
 
 
@@ -63,14 +62,24 @@ class Arm:
         """Final held-out loss by seed, of the runs that finished."""
         return {run.seed: run.final_loss for run in self.runs if math.isfinite(run.final_loss)}
 
-    def mean_curve(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Evaluation steps, and the mean and std over seeds of the held-out loss at each (complete runs)."""
+    @property
+    def final_mean(self) -> float:
+        """Mean final held-out loss over the seeds that finished (NaN if none did)."""
+        finals = self.finals()
+        return float(np.mean(list(finals.values()))) if finals else math.nan
+
+    def curves(self) -> tuple[np.ndarray, np.ndarray]:
+        """Evaluation steps [E] and the held-out losses [complete runs, E] of the runs that completed."""
         complete = [run for run in self.runs if run.complete]
         if not complete:
-            return np.empty(0), np.empty(0), np.empty(0)
+            return np.empty(0), np.empty((0, 0))
         steps = np.asarray(complete[0].eval_steps, dtype=np.float64)
-        losses = np.asarray([run.eval_losses for run in complete], dtype=np.float64)
-        return steps, losses.mean(axis=0), losses.std(axis=0, ddof=1) if len(complete) > 1 else 0 * steps
+        return steps, np.asarray([run.eval_losses for run in complete], dtype=np.float64)
+
+    def mean_curve(self) -> tuple[np.ndarray, np.ndarray]:
+        """Evaluation steps, and the mean over seeds of the held-out loss at each (complete runs)."""
+        steps, losses = self.curves()
+        return steps, losses.mean(axis=0) if losses.size else np.empty(0)
 
     def tokens_per_s(self) -> dict[int, float]:
         return {run.seed: run.tokens_per_s for run in self.runs if run.steps_done}
@@ -107,13 +116,29 @@ class TrainingChange:
     tokens_per_s_ci_pct: tuple[float, float]
     paired_seeds: int
 
+    def to_dict(self) -> dict[str, Any]:
+        """The judgement's JSON keys (beside the variant's own summary, :func:`arm_summary`)."""
+        return {
+            "delta_nats": self.delta_nats,
+            "ci95": [self.ci_low, self.ci_high],
+            "significant": self.significant,
+            "p_value": self.p_value,
+            "p_adjusted": self.p_adjusted,
+            "detectable_nats": self.detectable_nats,
+            "tokens_per_s_delta_pct": self.tokens_per_s_delta_pct,
+            "tokens_per_s_ci95_pct": list(self.tokens_per_s_ci_pct),
+            "paired_seeds": self.paired_seeds,
+        }
 
-def _summary(arm: Arm, base_final: float) -> dict[str, Any]:
+
+def arm_summary(arm: Arm, base_final: float) -> dict[str, Any]:
+    """One arm's figures over its seeds: final loss (mean, std, per seed), steps to ``base_final``,
+    tokens/s, divergence, parameters."""
     finals = arm.finals()
-    steps, mean, _ = arm.mean_curve()
+    steps, mean = arm.mean_curve()
     speeds = arm.tokens_per_s()
     return {
-        "final_loss_mean": float(np.mean(list(finals.values()))) if finals else math.nan,
+        "final_loss_mean": arm.final_mean,
         "final_loss_std": float(np.std(list(finals.values()), ddof=1)) if len(finals) > 1 else math.nan,
         "seeds": {str(seed): loss for seed, loss in sorted(finals.items())},
         "steps_to_base_loss": steps_to_reach(steps, mean, base_final),
@@ -141,26 +166,13 @@ class TrainingResult:
 
     @property
     def base_final(self) -> float:
-        finals = self.base.finals()
-        return float(np.mean(list(finals.values()))) if finals else math.nan
+        return self.base.final_mean
 
     def base_dict(self) -> dict[str, Any]:
-        return _summary(self.base, self.base_final)
+        return arm_summary(self.base, self.base_final)
 
     def row_dict(self, index: int) -> dict[str, Any]:
-        arm, change = self.variants[index], self.changes[index]
-        return {
-            **_summary(arm, self.base_final),
-            "delta_nats": change.delta_nats,
-            "ci95": [change.ci_low, change.ci_high],
-            "significant": change.significant,
-            "p_value": change.p_value,
-            "p_adjusted": change.p_adjusted,
-            "detectable_nats": change.detectable_nats,
-            "tokens_per_s_delta_pct": change.tokens_per_s_delta_pct,
-            "tokens_per_s_ci95_pct": list(change.tokens_per_s_ci_pct),
-            "paired_seeds": change.paired_seeds,
-        }
+        return {**arm_summary(self.variants[index], self.base_final), **self.changes[index].to_dict()}
 
     def curves(self) -> dict[str, Any]:
         return {
@@ -171,17 +183,19 @@ class TrainingResult:
 def compare_arms(base: Arm, variants: Sequence[Arm]) -> list[TrainingChange]:
     """Each variant's paired final-loss difference and speed against ``base``, Holm over the variants."""
     base_finals = base.finals()
-    target = float(np.mean(list(base_finals.values()))) if base_finals else math.nan
+    target = base.final_mean
     base_speed = base.tokens_per_s()
     raw = []
     for arm in variants:
         finals = arm.finals()
         paired = sorted(set(finals) & set(base_finals))
         stats = paired_t([finals[s] - base_finals[s] for s in paired])
-        speed_seeds = sorted(set(arm.tokens_per_s()) & set(base_speed))
-        log_ratios = [math.log(arm.tokens_per_s()[s] / base_speed[s]) for s in speed_seeds]
+        arm_speed = arm.tokens_per_s()
+        log_ratios = [
+            math.log(arm_speed[s] / base_speed[s]) for s in sorted(set(arm_speed) & set(base_speed))
+        ]
         speed = paired_t(log_ratios)
-        steps, mean, _ = arm.mean_curve()
+        steps, mean = arm.mean_curve()
         raw.append((arm, stats, speed, steps_to_reach(steps, mean, target), len(paired), log_ratios))
     p_values = [stats["p_value"] if math.isfinite(stats["p_value"]) else 1.0 for _, stats, *_ in raw]
     adjusted = holm(p_values)

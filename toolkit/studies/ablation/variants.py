@@ -119,6 +119,11 @@ def classic_variants(base: ModelConfig | None = None) -> list[Variant]:
     return [variant for variant in suite if not_applicable(variant, base) is None]
 
 
+def left_out_of_classic(base: ModelConfig) -> list[str]:
+    """The classic variants that do not apply to ``base`` (so :func:`classic_variants` drops them)."""
+    return [variant.name for variant in classic_variants() if not_applicable(variant, base) is not None]
+
+
 def not_applicable(variant: Variant, base: ModelConfig) -> str | None:
     """Why ``variant`` cannot change ``base`` with the same weights, or None when it can."""
     if "gelu" in variant.changes and base.mlp != "gelu":

@@ -22,7 +22,7 @@ from toolkit.memory import peak_memory
 from toolkit.model import Block, Transformer
 from toolkit.progress import ProgressCallback, no_progress
 from toolkit.signals import stop_requested
-from toolkit.studies.ablation.training import Arm, TrainingChange, compare_arms
+from toolkit.studies.ablation.training import Arm, arm_summary, compare_arms
 from toolkit.studies.layernorm.corpus import Corpus, stdlib_corpus
 from toolkit.studies.settings import TrainingSettings
 from toolkit.training.loop import Batches, Trainer, TrainRun, build_model, heldout_windows, next_token_loss
@@ -103,41 +103,25 @@ class TrainingResult:
         """The norm the others are judged against: torch's LayerNorm when it was trained."""
         return "torch" if "torch" in self.seed_runs else next(iter(self.seed_runs), "torch")
 
-    def seed_changes(self) -> list[TrainingChange]:
-        """Each norm's final validation loss against the baseline's, paired by seed (t-interval, Holm)."""
+    def seed_summary(self) -> list[dict[str, Any]]:
+        """Per norm: its figures over the seeds (:func:`arm_summary`) and, but for the baseline, its final
+        validation loss against the baseline's, paired by seed (t-interval, Holm over the norms)."""
         if not self.seed_runs:
             return []
         config = self.settings.model
         arms = {norm: Arm(norm, config.replace(norm=norm), {}, runs) for norm, runs in self.seed_runs.items()}
         base = arms[self.baseline]
-        others = [arm for norm, arm in arms.items() if norm != self.baseline]
-        return compare_arms(base, others)
-
-    def seed_summary(self) -> list[dict[str, Any]]:
-        """Per norm: the per-seed final losses, their mean and std, and the change against the baseline."""
-        changes = {change.name: change for change in self.seed_changes()}
-        rows = []
-        for norm, seed_runs in self.seed_runs.items():
-            finals = {run.seed: run.final_loss for run in seed_runs if math.isfinite(run.final_loss)}
-            values = list(finals.values())
-            row: dict[str, Any] = {
+        changes = {
+            change.name: change for change in compare_arms(base, [a for a in arms.values() if a is not base])
+        }
+        return [
+            {
                 "norm": norm,
-                "seeds": {str(seed): value for seed, value in finals.items()},
-                "final_loss_mean": float(np.mean(values)) if values else math.nan,
-                "final_loss_std": float(np.std(values, ddof=1)) if len(values) > 1 else math.nan,
-                "diverged": any(run.diverged for run in seed_runs),
+                **arm_summary(arm, base.final_mean),
+                **(changes[norm].to_dict() if norm in changes else {}),
             }
-            change = changes.get(norm)
-            if change is not None:
-                row.update(
-                    delta_nats=change.delta_nats,
-                    ci95=[change.ci_low, change.ci_high],
-                    significant=change.significant,
-                    p_adjusted=change.p_adjusted,
-                    detectable_nats=change.detectable_nats,
-                )
-            rows.append(row)
-        return rows
+            for norm, arm in arms.items()
+        ]
 
     def run(self, norm: str) -> NormRun | None:
         return next((r for r in self.runs if r.norm == norm), None)
