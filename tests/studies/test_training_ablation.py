@@ -16,12 +16,21 @@ import torch
 
 from toolkit import ModelConfig
 from toolkit.errors import ConfigError, DataError
+from toolkit.model import Transformer
 from toolkit.studies.ablation import select_variants
 from toolkit.studies.ablation.training import Arm, compare_arms, run_training_ablation, steps_to_reach
 from toolkit.studies.ablation.variants import Variant, ffn_variant
 from toolkit.timing.decision import paired_t
 from toolkit.training import Recipe
-from toolkit.training.loop import Batches, TrainRun, build_model, heldout_windows, train_run
+from toolkit.training.loop import (
+    Batches,
+    Trainer,
+    TrainRun,
+    build_model,
+    extend_positions_,
+    heldout_windows,
+    train_run,
+)
 
 VOCAB = 40
 BASE = ModelConfig(vocab_size=VOCAB, max_seq_len=16, d_model=16, n_heads=2, n_layers=1, d_mlp=32)
@@ -75,6 +84,54 @@ def test_long_windows_keep_the_tokens_per_step() -> None:
     batches = Batches(TRAIN, recipe, 0)
     assert batches(0)[0].shape == (4, 8)
     assert batches(1)[0].shape == (1, 32)
+
+
+def test_long_windows_start_at_long_from() -> None:
+    recipe = Recipe(steps=10, batch=4, seq_len=8, long_every=2, long_len=32, long_from=6)
+    batches = Batches(TRAIN, recipe, 0)
+    shapes = [batches(step)[0].shape for step in range(10)]
+    assert shapes == [(4, 8)] * 7 + [(1, 32), (4, 8), (1, 32)]
+    with pytest.raises(ConfigError, match="start within"):
+        Recipe(steps=10, long_every=2, long_len=256, long_from=10)
+
+
+def test_context_extension_copies_the_trained_positions_before_the_first_long_step() -> None:
+    config = BASE.replace(max_seq_len=20)
+    recipe = Recipe(
+        steps=6,
+        batch=4,
+        seq_len=8,
+        lr=1e-2,
+        weight_decay=0.0,
+        eval_every=3,
+        long_every=1,
+        long_len=20,
+        long_from=4,
+    )
+    model = build_model(config, 0, CPU)
+    seen: dict[int, torch.Tensor] = {}
+
+    def table_at(step: int, trained: Transformer) -> None:
+        seen[step] = trained.position_embedding.weight.detach().clone()
+
+    trainer = Trainer(
+        model, Batches(TRAIN, recipe, 0), recipe, heldout_windows(HELDOUT, 8, 4), after_backward=table_at
+    )
+    initial = model.position_embedding.weight.detach().clone()
+    for step in range(recipe.steps):
+        trainer.step(step)
+    assert torch.equal(seen[3][8:], initial[8:]), "rows past seq_len get no gradient before the extension"
+    at_extension = seen[4]
+    assert torch.equal(at_extension[8:16], at_extension[:8])
+    assert torch.equal(at_extension[16:20], at_extension[:4])
+    assert not torch.equal(model.position_embedding.weight[8:16], model.position_embedding.weight[:8])
+
+
+def test_extending_a_rotary_model_changes_nothing() -> None:
+    model = build_model(BASE.replace(positions="rope"), 0, CPU)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    extend_positions_(model, 8)
+    assert all(torch.equal(p, before[name]) for name, p in model.named_parameters())
 
 
 def test_learning_rate_warms_up_then_decays_to_a_tenth() -> None:

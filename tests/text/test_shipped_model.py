@@ -26,11 +26,11 @@ def heldout_ids() -> np.ndarray:
     return np.array(tokenizer.encode((WEIGHTS / "heldout.txt").read_text(encoding="utf-8")).ids)
 
 
-@pytest.fixture(scope="module")
-def gpt2_heldout_nats(heldout_ids: np.ndarray) -> float:
-    """The shipped model's held-out loss computed by GPT2LMHeadModel holding its weights (float64 sums)."""
-    n = (heldout_ids.size - 1) // WINDOW
-    rows = torch.from_numpy(np.stack([heldout_ids[i * WINDOW : i * WINDOW + WINDOW + 1] for i in range(n)]))
+def _gpt2_nats(heldout_ids: np.ndarray, window: int) -> float:
+    """The shipped model's held-out loss in non-overlapping ``window``-token windows, computed by
+    GPT2LMHeadModel holding its weights (float64 sums)."""
+    n = (heldout_ids.size - 1) // window
+    rows = torch.from_numpy(np.stack([heldout_ids[i * window : i * window + window + 1] for i in range(n)]))
     hf = from_supplied(load_file(str(WEIGHTS / "reference_model.safetensors")), ModelConfig())
     total = 0.0
     with torch.no_grad():
@@ -38,7 +38,13 @@ def gpt2_heldout_nats(heldout_ids: np.ndarray) -> float:
             batch = rows[start : start + 32]
             log_p = torch.log_softmax(hf(batch[:, :-1]).logits.double(), dim=-1)
             total += float(-log_p.gather(-1, batch[:, 1:, None]).sum())
-    return total / (n * WINDOW)
+    return total / (n * window)
+
+
+@pytest.fixture(scope="module")
+def gpt2_heldout_nats(heldout_ids: np.ndarray) -> float:
+    """The shipped model's held-out loss in the evaluation's 256-token windows, computed by GPT-2."""
+    return _gpt2_nats(heldout_ids, WINDOW)
 
 
 @pytest.mark.slow
@@ -67,3 +73,20 @@ def test_training_record_states_the_shipped_models_figures() -> None:
     record = json.loads((WEIGHTS / "reference_training.json").read_text())
     assert record["parameters"] == 3_156_992
     assert record["config"] == ModelConfig().to_dict()
+
+
+def _unigram_nats(heldout_ids: np.ndarray) -> float:
+    counts = np.bincount(heldout_ids)
+    p = counts[counts > 0] / heldout_ids.size
+    return float(-(p * np.log(p)).sum())
+
+
+@pytest.mark.slow
+def test_context_helps_the_shipped_model(heldout_ids: np.ndarray, gpt2_heldout_nats: float) -> None:
+    """Issue 25's bar, on GPT-2's losses: the model's full 1024-token context is no worse than 256 tokens
+    of it, and the loss in 256-token windows is at most 0.45 of the unigram entropy."""
+    full = _gpt2_nats(heldout_ids, ModelConfig().max_seq_len)
+    assert full <= gpt2_heldout_nats, (full, gpt2_heldout_nats)
+    assert gpt2_heldout_nats <= 0.45 * _unigram_nats(heldout_ids)
+    record = json.loads((WEIGHTS / "reference_training.json").read_text())
+    assert record["heldout_nats_by_window"]["1024"] == pytest.approx(full, abs=1e-4)

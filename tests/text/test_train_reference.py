@@ -27,6 +27,7 @@ def test_train_reference_writes_a_checkpoint_that_loads_and_reproduces_gpt2(tmp_
         "--steps", "20", "--config", str(config),
         "--out-dir", str(out), "--plots-dir", str(plots), "--heldout-bytes", "20000",
         "--max-train-bytes", "200000", "--eval-every", "10", "--seq-len", "16",
+        "--extend-at", "0.5", "--long-every", "5",
     ]  # fmt: skip
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
@@ -37,6 +38,8 @@ def test_train_reference_writes_a_checkpoint_that_loads_and_reproduces_gpt2(tmp_
     # 16 windows of 16 tokens a step; every 5th step 8 windows of max_seq_len 32: the same tokens
     assert record["train_tokens_seen"] == 20 * 16 * 16
     assert record["long_every"] == 5
+    assert record["long_from"] == 10  # short windows only for the first half, then the context extended
+    assert record["recipe"]["long_len"] == 32
     assert len(record["curve"]["train_nats"]) == 20
     assert (plots / "reference_training.png").stat().st_size > 0
     assert read_tokenizer(out / "tokenizer.json").get_vocab_size() == 300

@@ -48,7 +48,11 @@ class Batches:
     def shape(self, step: int) -> tuple[int, int]:
         """(windows, tokens per window) of step ``step``."""
         recipe = self.recipe
-        if recipe.long_every and step % recipe.long_every == recipe.long_every - 1:
+        if (
+            recipe.long_every
+            and step >= recipe.long_from
+            and (step - recipe.long_from) % recipe.long_every == recipe.long_every - 1
+        ):
             return max(1, recipe.tokens_per_step // recipe.long_len), recipe.long_len
         return recipe.batch, recipe.seq_len
 
@@ -165,9 +169,26 @@ def build_model(config: ModelConfig, seed: int, device: torch.device) -> Transfo
     return Transformer(config).to(device).train()
 
 
+@torch.no_grad()
+def extend_positions_(model: Transformer, trained: int) -> None:
+    """Fill a learned position table past its first ``trained`` rows with copies of them, in order
+    (Longformer's initialisation for a longer context: what attention learned about nearby positions
+    holds in every copy). A model with rotary positions has no table and is left as it is."""
+    table = getattr(model, "position_embedding", None)
+    if table is None:
+        return
+    rows = table.weight
+    for start in range(trained, rows.shape[0], trained):
+        stop = min(start + trained, rows.shape[0])
+        rows[start:stop] = rows[: stop - start]
+
+
 class Trainer:
     """One model's optimizer, schedule and records, advanced one step at a time (:func:`train_run` runs
     it to the end; the LayerNorm study advances several in lockstep).
+
+    A recipe whose long windows start late (``long_from`` > 0) extends the context there: the position
+    table past ``seq_len`` is filled by :func:`extend_positions_` before the first long step.
 
     ``after_backward(step, model)`` sees the gradients of each step before clipping.
     """
@@ -204,6 +225,8 @@ class Trainer:
         run, recipe = self.run, self.recipe
         if step % recipe.eval_every == 0:
             self.evaluate(step)
+        if recipe.long_every and recipe.long_from and step == recipe.long_from:
+            extend_positions_(self.model, recipe.seq_len)
         inputs, targets = self.batches(step)
         inputs, targets = inputs.to(self.device), targets.to(self.device)
         for group in self.optimizer.param_groups:

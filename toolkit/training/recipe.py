@@ -25,7 +25,9 @@ class Recipe:
 
     ``batch`` windows of ``seq_len`` tokens per step; ``long_every`` > 0 makes every such step take
     ``long_len``-token windows instead (the same tokens per step), so that every position of a long
-    position table is trained. ``eval_every``: steps between held-out evaluations for the curves.
+    position table is trained; ``long_from``: the first step that may take them (a short-window phase
+    first, then the long one: context extension, see :class:`toolkit.training.loop.Trainer`).
+    ``eval_every``: steps between held-out evaluations for the curves.
     """
 
     steps: int = 300
@@ -40,6 +42,7 @@ class Recipe:
     eval_every: int = 50
     long_every: int = 0
     long_len: int = 0
+    long_from: int = 0
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch", "seq_len", "eval_every"):
@@ -56,6 +59,10 @@ class Recipe:
             raise ConfigError(f"the gradient clip must be a positive number, got {self.clip}")
         if self.long_every < 0 or (self.long_every and self.long_len < self.seq_len):
             raise ConfigError("long windows need long_every >= 1 and long_len >= seq_len")
+        if not 0 <= self.long_from < max(self.steps, 1):
+            raise ConfigError(
+                f"long windows must start within the run's {self.steps} steps, got {self.long_from}"
+            )
 
     @property
     def tokens_per_step(self) -> int:
