@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 import torch
-from checkpoints import RunsCode, gpt2, gpt2_examples, mapping_file, to_supplied, write_pair
-from safetensors.torch import save_file
+from checkpoints import RunsCode, from_supplied, gpt2, gpt2_examples, mapping_file, to_supplied, write_pair
+from safetensors.torch import load_file, save_file
 from tiny import TINY
 from transformers import GPT2LMHeadModel
 
@@ -57,7 +57,15 @@ def test_shipped_checkpoint_reproduces_its_examples() -> None:
     assert report.n_heads_source == "search"
     assert report.heads_matching == [2]
     assert [r.seq_len for r in report.results] == [1, 2, 16, 128, 1024]
-    assert report.max_abs_diff < 5e-5  # float32 against float64 logits of a trained model (|logit| up to ~20)
+    # float32 against float64 logits of a trained model (|logit| up to ~20): no worse than transformers'
+    # own GPT-2 holding the same weights in float32 (6.8e-5 on the 1024-token example of this model)
+    gpt2_float32 = from_supplied(load_file(str(ROOT / "weights" / SHIPPED_WEIGHTS)), ModelConfig()).eval()
+    with torch.no_grad():
+        theirs = max(
+            float((gpt2_float32(e.input_ids[None]).logits[0] - e.logits).abs().max())
+            for e in read_examples(ROOT / "weights" / SHIPPED_EXAMPLES)
+        )
+    assert report.max_abs_diff <= 1.25 * theirs
 
 
 def test_random_reference_script_reruns_to_the_same_bytes_and_loads(tmp_path: Path) -> None:
