@@ -2,7 +2,10 @@
 
 One-element rows normalise to exactly 0 (the output is the bias) with exactly zero input and weight
 gradients; zero-size inputs give empty results and zero parameter gradients; negative and large
-eps agree with float64 (and with PyTorch where the variance plus eps is negative: NaN).
+eps agree with float64 (and with PyTorch where the variance plus eps is negative: NaN). The numba
+kernels' row chunks (one row, rows fewer than chunks, many rows; serial and on the thread pool), where
+each row's first pass runs inside the previous row's last, give float64 results for every subset of
+gradients.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from strategies import CPU_BACKENDS
 
-from toolkit.layernorm import available_backends, layer_norm
+from toolkit.layernorm import available_backends, layer_norm, rms_norm
 
 DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
 TOLERANCE = {torch.float16: 4e-3, torch.bfloat16: 3e-2, torch.float32: 2e-5, torch.float64: 1e-12}
@@ -114,3 +117,37 @@ def test_negative_eps_beyond_the_variance_gives_nan_like_pytorch(
     y = layer_norm(x, 8, weight, bias, -1e-3, backend=backend)
     assert torch.isnan(F.layer_norm(x.double(), (8,), eps=-1e-3)).all()
     assert torch.isnan(y).all()
+
+
+def rms_reference(
+    x: torch.Tensor, weight: torch.Tensor, eps: float, dy: torch.Tensor
+) -> tuple[torch.Tensor, ...]:
+    """RMSNorm's output and the gradients of x and weight by float64 autograd of the textbook formula."""
+    x64, w64 = (t.detach().double().requires_grad_() for t in (x, weight))
+    y = x64 / torch.sqrt((x64**2).mean(dim=-1, keepdim=True) + eps) * w64
+    y.backward(dy.double())
+    return y.detach(), x64.grad, w64.grad
+
+
+@pytest.mark.parametrize("norm", ["layer", "rms"])
+@pytest.mark.parametrize(
+    ("rows", "row_size"), [(1, 70_000), (9, 8192), (700, 300), (1, 40), (9, 40), (300, 40)]
+)
+@pytest.mark.parametrize("grads", ["x", "weight", "x+weight"])
+def test_numba_row_chunks_match_float64(norm: str, rows: int, row_size: int, grads: str) -> None:
+    """The first three shapes run on the thread pool (at least 2**16 elements), the others serially;
+    9 rows make more chunks than rows on two threads, some of them empty."""
+    x, weight, bias, dy = inputs((rows, row_size), torch.float64, "cpu", seed=rows)
+    wanted = [x] * ("x" in grads.split("+")) + [weight] * ("weight" in grads.split("+"))
+    x, weight = (t.detach().clone().requires_grad_(any(t is w for w in wanted)) for t in (x, weight))
+    if norm == "layer":
+        y = layer_norm(x, row_size, weight, bias, 1e-5, backend="numba")
+        exact_y, exact_dx, exact_dweight, _ = reference(x, weight, bias, 1e-5, dy)
+    else:
+        y = rms_norm(x, row_size, weight, 1e-5, backend="numba")
+        exact_y, exact_dx, exact_dweight = rms_reference(x, weight, 1e-5, dy)
+    ours = torch.autograd.grad(y, [t for t in (x, weight) if t.requires_grad], dy)
+    exact = [g for g, t in ((exact_dx, x), (exact_dweight, weight)) if t.requires_grad]
+    torch.testing.assert_close(y.detach(), exact_y, rtol=1e-12, atol=1e-12)
+    for got, want in zip(ours, exact, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)

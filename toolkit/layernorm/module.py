@@ -136,11 +136,8 @@ def _forward_numba(
     y = torch.empty_like(xk)
     stats = torch.empty(2, M, dtype=compute)  # mean, rstd
     mean, rstd = stats[0], stats[1]
-    kernel = (
-        kernels.forward_parallel
-        if kernels.use_threads(M * N, torch.get_num_threads())
-        else kernels.forward_serial
-    )
+    parallel, n_chunks = kernels.launch_plan(M, M * N, torch.get_num_threads())
+    kernel = kernels.forward_parallel if parallel else kernels.forward_serial
     kernel(
         xk.numpy(),
         kernel_operand(weight, N, compute, 1.0),
@@ -150,6 +147,7 @@ def _forward_numba(
         rstd.numpy(),
         eps,
         divisor,
+        n_chunks,
     )
     return (y if y.dtype == x.dtype else y.to(x.dtype)), mean, rstd
 
@@ -174,8 +172,7 @@ def _backward_numba(
     dx = torch.empty_like(xk) if need_dx else torch.empty(0, N, dtype=compute)
     # dweight and dbias are reduced from per-chunk partials in float64 inside the kernel.
     params = torch.empty(2, N if (need_dweight or need_dbias) else 0, dtype=compute)
-    parallel = kernels.use_threads(M * N, torch.get_num_threads())
-    n_chunks = kernels.chunk_count(M) if parallel else max(1, math.ceil(M / kernels.ROWS_PER_CHUNK))
+    parallel, n_chunks = kernels.launch_plan(M, M * N, torch.get_num_threads())
     kernel = kernels.backward_parallel if parallel else kernels.backward_serial
     kernel(
         dyk.numpy(),

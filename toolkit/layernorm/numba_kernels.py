@@ -14,9 +14,16 @@ infinity in the input still reaches the output, as in PyTorch. Nor ``contract``:
 ``dy * w - mean(dy * w)`` into one FMA keeps the product's rounding error where the exact result
 cancels to zero (a one-element row's input gradient came out 5e-5 instead of 0).
 
-Each kernel has a parallel driver (``prange``) and a serial one for small inputs, where waking the
-thread pool costs more than the work. The first call of each signature compiles (a few seconds);
-``cache=True`` keeps the machine code in ``__pycache__`` for later processes.
+Rows are handled in chunks (the parallel drivers spread the chunks over the thread pool with
+``prange``; the serial ones, for small inputs where waking the pool costs more than the work, run them
+in turn). Within a chunk the rows are software-pipelined: the first pass over row i + 1 (its sum, or
+its gradient sums) runs in the same loop as the last pass over row i (writing y or dx), so that the
+next row's loads from memory overlap this row's arithmetic instead of waiting behind it. That, and
+inlining the per-chunk helpers into the drivers (``inline="always"``: a called helper does not
+vectorise as well), took the forward kernel at 4096×256 from about 180 µs to about 120 µs on 2 cores.
+
+The first call of each signature compiles (a few seconds); ``cache=True`` keeps the machine code in
+``__pycache__`` for later processes.
 """
 
 from __future__ import annotations
@@ -48,52 +55,178 @@ def use_threads(n_elements: int, threads: int) -> bool:
 
 
 def chunk_count(n_rows: int) -> int:
-    """Row chunks of the backward: at most ROWS_PER_CHUNK rows each, and a few per thread."""
+    """Row chunks on the thread pool: at most ROWS_PER_CHUNK rows each, and a few per thread."""
     return max(1, min(n_rows, 4 * numba.get_num_threads()), math.ceil(n_rows / ROWS_PER_CHUNK))
 
 
-@numba.njit(cache=True, fastmath=_FASTMATH)
-def _normalise_row(
-    x: Array, weight: Array, bias: Array, y: Array, mean: Array, rstd: Array, eps: float, divisor: int, i: int
-) -> None:  # pragma: no cover - compiled
-    """y[i] = (x[i] - mean) * rstd * weight + bias; writes mean[i], rstd[i]."""
+def launch_plan(n_rows: int, n_elements: int, threads: int) -> tuple[bool, int]:
+    """Whether a call runs on the thread pool (see ``use_threads``), and in how many row chunks.
+
+    Serial calls still use chunks of at most ROWS_PER_CHUNK rows: the backward's weight and bias
+    gradients are summed per chunk and the chunks' sums added in float64.
+    """
+    parallel = use_threads(n_elements, threads)
+    return parallel, (chunk_count(n_rows) if parallel else max(1, math.ceil(n_rows / ROWS_PER_CHUNK)))
+
+
+@numba.njit(cache=True, inline="always")
+def _chunk_rows(n_rows: int, n_chunks: int, chunk: int) -> tuple[int, int]:  # pragma: no cover - compiled
+    """The rows [first, end) of chunk ``chunk`` of ``n_chunks``."""
+    rows = (n_rows + n_chunks - 1) // n_chunks
+    return chunk * rows, min(n_rows, (chunk + 1) * rows)
+
+
+# --------------------------------------------------------------------------------------------------
+# LayerNorm: y = (x - mean) * rstd * weight + bias
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH, inline="always")
+def _row_mean(x: Array, mean: Array, i: int) -> None:  # pragma: no cover - compiled
+    """mean[i], as x[i, 0] + mean(x[i] - x[i, 0]): a large common offset does not eat the sum's precision."""
     N = x.shape[1]
-    shift = x[i, 0]  # summing x - x[0] keeps a large common offset from eating the sum's precision
-    rstd[i] = 0.0
-    total = rstd[i]  # a zero of the compute dtype
+    shift = x[i, 0]
+    mean[i] = 0.0
+    total = mean[i]  # a zero of the compute dtype
     for j in range(N):
         total += x[i, j] - shift
     mean[i] = shift + total / N
-    mu = mean[i]  # read back: now in the compute dtype
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH, inline="always")
+def _row_rstd(
+    x: Array, mean: Array, rstd: Array, eps: float, divisor: int, i: int
+) -> None:  # pragma: no cover - compiled
+    """rstd[i] = 1 / sqrt(sum((x[i] - mean[i])²) / divisor + eps): the centred sum, never E[x²] − E[x]²."""
+    N = x.shape[1]
+    mu = mean[i]
+    rstd[i] = 0.0
     squares = rstd[i]
     for j in range(N):
         centred = x[i, j] - mu
         squares += centred * centred
     rstd[i] = 1.0 / np.sqrt(squares / divisor + eps)
-    r = rstd[i]
-    for j in range(N):
-        y[i, j] = (x[i, j] - mu) * r * weight[j] + bias[j]
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH, inline="always")
+def _forward_chunk(
+    x: Array,
+    weight: Array,
+    bias: Array,
+    y: Array,
+    mean: Array,
+    rstd: Array,
+    eps: float,
+    divisor: int,
+    first: int,
+    end: int,
+) -> None:  # pragma: no cover - compiled
+    """Rows [first, end): mean, rstd and y = (x - mean) * rstd * weight + bias, the next row's sum
+    computed in the loop that writes this row's y."""
+    N = x.shape[1]
+    if first >= end:
+        return
+    _row_mean(x, mean, first)
+    for i in range(first, end):
+        _row_rstd(x, mean, rstd, eps, divisor, i)
+        mu = mean[i]  # read back: in the compute dtype
+        r = rstd[i]
+        if i + 1 == end:
+            for j in range(N):
+                y[i, j] = (x[i, j] - mu) * r * weight[j] + bias[j]
+            continue
+        shift = x[i + 1, 0]
+        mean[i + 1] = 0.0
+        total = mean[i + 1]
+        for j in range(N):
+            y[i, j] = (x[i, j] - mu) * r * weight[j] + bias[j]
+            total += x[i + 1, j] - shift
+        mean[i + 1] = shift + total / N
 
 
 @numba.njit(parallel=True, cache=True, fastmath=_FASTMATH)
 def forward_parallel(
-    x: Array, weight: Array, bias: Array, y: Array, mean: Array, rstd: Array, eps: float, divisor: int
+    x: Array,
+    weight: Array,
+    bias: Array,
+    y: Array,
+    mean: Array,
+    rstd: Array,
+    eps: float,
+    divisor: int,
+    n_chunks: int,
 ) -> None:  # pragma: no cover - compiled
-    """Normalise every row of x (M, N) into y, rows spread over the thread pool."""
-    for i in numba.prange(x.shape[0]):
-        _normalise_row(x, weight, bias, y, mean, rstd, eps, divisor, i)
+    """Normalise every row of x (M, N) into y, ``n_chunks`` row chunks spread over the thread pool."""
+    for chunk in numba.prange(n_chunks):
+        first, end = _chunk_rows(x.shape[0], n_chunks, chunk)
+        _forward_chunk(x, weight, bias, y, mean, rstd, eps, divisor, first, end)
 
 
 @numba.njit(cache=True, fastmath=_FASTMATH)
 def forward_serial(
-    x: Array, weight: Array, bias: Array, y: Array, mean: Array, rstd: Array, eps: float, divisor: int
+    x: Array,
+    weight: Array,
+    bias: Array,
+    y: Array,
+    mean: Array,
+    rstd: Array,
+    eps: float,
+    divisor: int,
+    n_chunks: int,
 ) -> None:  # pragma: no cover - compiled
-    """Normalise every row of x (M, N) into y on the calling thread."""
-    for i in range(x.shape[0]):
-        _normalise_row(x, weight, bias, y, mean, rstd, eps, divisor, i)
+    """The same on the calling thread."""
+    for chunk in range(n_chunks):
+        first, end = _chunk_rows(x.shape[0], n_chunks, chunk)
+        _forward_chunk(x, weight, bias, y, mean, rstd, eps, divisor, first, end)
 
 
-@numba.njit(cache=True, fastmath=_FASTMATH)
+@numba.njit(cache=True, fastmath=_FASTMATH, inline="always")
+def _backward_rows(
+    dy: Array,
+    x: Array,
+    weight: Array,
+    mean: Array,
+    rstd: Array,
+    dx: Array,
+    partials: Array,
+    scratch: Array,
+    need_params: bool,
+    chunk: int,
+    i: int,
+    k: int,
+) -> None:  # pragma: no cover - compiled
+    """One loop over a row: dx of row i (when i >= 0) from the row constants in ``scratch[3]``,
+    ``scratch[4]``; and (when k >= 0) row k's sums of g = dy * weight and g * xhat into ``scratch[1]``,
+    ``scratch[2]``, with, when ``need_params``, dy * xhat and dy added to the chunk's partials.
+
+    The branches are loop-invariant: the compiler makes one vectorised loop of each case.
+    """
+    N = x.shape[1]
+    zero = scratch[0]
+    sum_g = zero
+    sum_g_xhat = zero
+    mean_g = scratch[3]
+    projection = scratch[4]
+    mu = mean[max(i, 0)]
+    r = rstd[max(i, 0)]
+    mu_k = mean[max(k, 0)]
+    r_k = rstd[max(k, 0)]
+    for j in range(N):
+        if i >= 0:
+            dx[i, j] = r * (dy[i, j] * weight[j] - mean_g - (x[i, j] - mu) * r * projection)
+        if k >= 0:
+            xhat = (x[k, j] - mu_k) * r_k
+            grad = dy[k, j]
+            if need_params:
+                partials[0, chunk, j] += grad * xhat
+                partials[1, chunk, j] += grad
+            g = grad * weight[j]
+            sum_g += g
+            sum_g_xhat += g * xhat
+    scratch[1] = sum_g
+    scratch[2] = sum_g_xhat
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH, inline="always")
 def _backward_chunk(
     dy: Array,
     x: Array,
@@ -111,42 +244,35 @@ def _backward_chunk(
 
     Chunk c of n handles rows [c * rows, (c + 1) * rows) and, when ``need_params``, writes their
     sums of dy * xhat and dy into ``partials[0, c]`` and ``partials[1, c]`` (partials: (2, n, N)).
+    The next row's sums are taken in the loop that writes this row's dx.
     """
     M, N = x.shape
-    n_chunks = partials.shape[1]
-    rows_per_chunk = (M + n_chunks - 1) // n_chunks
-    scratch = np.zeros(2, dtype=mean.dtype)  # row constants, held in the compute dtype
+    first, end = _chunk_rows(M, partials.shape[1], chunk)
+    scratch = np.zeros(5, dtype=mean.dtype)  # a zero, a row's two sums, its two constants
     if need_params:
         for j in range(N):
             partials[0, chunk, j] = 0.0
             partials[1, chunk, j] = 0.0
-    for i in range(chunk * rows_per_chunk, min(M, (chunk + 1) * rows_per_chunk)):
-        mu = mean[i]
-        r = rstd[i]
-        sum_g = scratch[0]
-        sum_g_xhat = scratch[0]
-        if need_params:
-            for j in range(N):
-                xhat = (x[i, j] - mu) * r
-                grad = dy[i, j]
-                partials[0, chunk, j] += grad * xhat
-                partials[1, chunk, j] += grad
-                g = grad * weight[j]
-                sum_g += g
-                sum_g_xhat += g * xhat
-        else:
-            for j in range(N):
-                g = dy[i, j] * weight[j]
-                sum_g += g
-                sum_g_xhat += g * ((x[i, j] - mu) * r)
-        if need_dx:
-            scratch[1] = sum_g / N
-            mean_g = scratch[1]
-            scratch[1] = sum_g_xhat / divisor
-            projection = scratch[1]
-            for j in range(N):
-                xhat = (x[i, j] - mu) * r
-                dx[i, j] = r * (dy[i, j] * weight[j] - mean_g - xhat * projection)
+    if first >= end:
+        return
+    _backward_rows(dy, x, weight, mean, rstd, dx, partials, scratch, need_params, chunk, -1, first)
+    for i in range(first, end):
+        scratch[3] = scratch[1] / N  # mean(g), in the compute dtype
+        scratch[4] = scratch[2] / divisor  # sum(g * xhat) / divisor
+        _backward_rows(
+            dy,
+            x,
+            weight,
+            mean,
+            rstd,
+            dx,
+            partials,
+            scratch,
+            need_params,
+            chunk,
+            i if need_dx else -1,
+            i + 1 if i + 1 < end else -1,
+        )
 
 
 @numba.njit(cache=True, fastmath=_FASTMATH)
@@ -210,39 +336,88 @@ def backward_serial(
 # RMSNorm: y = x * rstd * weight, rstd = 1 / sqrt(sum(x²) / N + eps); no mean, no bias
 
 
-@numba.njit(cache=True, fastmath=_FASTMATH)
-def _rms_row(x: Array, weight: Array, y: Array, rstd: Array, eps: float, i: int) -> None:  # pragma: no cover
-    """y[i] = x[i] * rstd * weight; writes rstd[i]. One read of the row for the sum, one to scale it."""
+@numba.njit(cache=True, fastmath=_FASTMATH, inline="always")
+def _rms_forward_chunk(
+    x: Array, weight: Array, y: Array, rstd: Array, eps: float, first: int, end: int
+) -> None:  # pragma: no cover - compiled
+    """Rows [first, end): rstd = 1 / sqrt(mean(x²) + eps) and y = x * rstd * weight, the next row's sum
+    of squares taken in the loop that writes this row's y."""
     N = x.shape[1]
-    rstd[i] = 0.0
-    squares = rstd[i]  # a zero of the compute dtype
+    if first >= end:
+        return
+    rstd[first] = 0.0
+    squares = rstd[first]  # a zero of the compute dtype
     for j in range(N):
-        squares += x[i, j] * x[i, j]
-    rstd[i] = 1.0 / np.sqrt(squares / N + eps)
-    r = rstd[i]
-    for j in range(N):
-        y[i, j] = x[i, j] * r * weight[j]
+        squares += x[first, j] * x[first, j]
+    for i in range(first, end):
+        rstd[i] = 1.0 / np.sqrt(squares / N + eps)
+        r = rstd[i]  # read back: in the compute dtype
+        if i + 1 == end:
+            for j in range(N):
+                y[i, j] = x[i, j] * r * weight[j]
+            continue
+        rstd[i + 1] = 0.0
+        squares = rstd[i + 1]
+        for j in range(N):
+            y[i, j] = x[i, j] * r * weight[j]
+            squares += x[i + 1, j] * x[i + 1, j]
 
 
 @numba.njit(parallel=True, cache=True, fastmath=_FASTMATH)
 def rms_forward_parallel(
-    x: Array, weight: Array, y: Array, rstd: Array, eps: float
+    x: Array, weight: Array, y: Array, rstd: Array, eps: float, n_chunks: int
 ) -> None:  # pragma: no cover - compiled
-    """RMS-normalise every row of x (M, N) into y, rows spread over the thread pool."""
-    for i in numba.prange(x.shape[0]):
-        _rms_row(x, weight, y, rstd, eps, i)
+    """RMS-normalise every row of x (M, N) into y, ``n_chunks`` row chunks spread over the thread pool."""
+    for chunk in numba.prange(n_chunks):
+        first, end = _chunk_rows(x.shape[0], n_chunks, chunk)
+        _rms_forward_chunk(x, weight, y, rstd, eps, first, end)
 
 
 @numba.njit(cache=True, fastmath=_FASTMATH)
 def rms_forward_serial(
-    x: Array, weight: Array, y: Array, rstd: Array, eps: float
+    x: Array, weight: Array, y: Array, rstd: Array, eps: float, n_chunks: int
 ) -> None:  # pragma: no cover - compiled
-    """RMS-normalise every row of x (M, N) into y on the calling thread."""
-    for i in range(x.shape[0]):
-        _rms_row(x, weight, y, rstd, eps, i)
+    """The same on the calling thread."""
+    for chunk in range(n_chunks):
+        first, end = _chunk_rows(x.shape[0], n_chunks, chunk)
+        _rms_forward_chunk(x, weight, y, rstd, eps, first, end)
 
 
-@numba.njit(cache=True, fastmath=_FASTMATH)
+@numba.njit(cache=True, fastmath=_FASTMATH, inline="always")
+def _rms_backward_rows(
+    dy: Array,
+    x: Array,
+    weight: Array,
+    rstd: Array,
+    dx: Array,
+    partials: Array,
+    scratch: Array,
+    need_weight: bool,
+    chunk: int,
+    i: int,
+    k: int,
+) -> None:  # pragma: no cover - compiled
+    """One loop over a row: dx of row i (when i >= 0) from its constant in ``scratch[2]``; and (when
+    k >= 0) row k's sum of g * xhat (g = dy * weight, xhat = x * rstd) into ``scratch[1]``, with, when
+    ``need_weight``, dy * xhat added to the chunk's partials. The branches are loop-invariant."""
+    N = x.shape[1]
+    sum_g_xhat = scratch[0]
+    projection = scratch[2]
+    r = rstd[max(i, 0)]
+    r_k = rstd[max(k, 0)]
+    for j in range(N):
+        if i >= 0:
+            dx[i, j] = r * (dy[i, j] * weight[j] - x[i, j] * r * projection)
+        if k >= 0:
+            xhat = x[k, j] * r_k
+            grad = dy[k, j]
+            if need_weight:
+                partials[chunk, j] += grad * xhat
+            sum_g_xhat += grad * weight[j] * xhat
+    scratch[1] = sum_g_xhat
+
+
+@numba.njit(cache=True, fastmath=_FASTMATH, inline="always")
 def _rms_backward_chunk(
     dy: Array,
     x: Array,
@@ -255,31 +430,32 @@ def _rms_backward_chunk(
     chunk: int,
 ) -> None:  # pragma: no cover - compiled
     """dx = rstd * (g - xhat * sum(g * xhat) / N), g = dy * weight, xhat = x * rstd, for one chunk of
-    rows; with ``need_weight``, their sum of dy * xhat into ``partials[chunk]`` (partials: (n, N))."""
+    rows; with ``need_weight``, their sum of dy * xhat into ``partials[chunk]`` (partials: (n, N)).
+    The next row's sum is taken in the loop that writes this row's dx."""
     M, N = x.shape
-    n_chunks = partials.shape[0]
-    rows_per_chunk = (M + n_chunks - 1) // n_chunks
-    scratch = np.zeros(2, dtype=rstd.dtype)  # row constants, held in the compute dtype
+    first, end = _chunk_rows(M, partials.shape[0], chunk)
+    scratch = np.zeros(3, dtype=rstd.dtype)  # a zero, a row's sum, its constant
     if need_weight:
         for j in range(N):
             partials[chunk, j] = 0.0
-    for i in range(chunk * rows_per_chunk, min(M, (chunk + 1) * rows_per_chunk)):
-        r = rstd[i]
-        sum_g_xhat = scratch[0]
-        if need_weight:
-            for j in range(N):
-                xhat = x[i, j] * r
-                grad = dy[i, j]
-                partials[chunk, j] += grad * xhat
-                sum_g_xhat += grad * weight[j] * xhat
-        else:
-            for j in range(N):
-                sum_g_xhat += dy[i, j] * weight[j] * (x[i, j] * r)
-        if need_dx:
-            scratch[1] = sum_g_xhat / N
-            projection = scratch[1]
-            for j in range(N):
-                dx[i, j] = r * (dy[i, j] * weight[j] - x[i, j] * r * projection)
+    if first >= end:
+        return
+    _rms_backward_rows(dy, x, weight, rstd, dx, partials, scratch, need_weight, chunk, -1, first)
+    for i in range(first, end):
+        scratch[2] = scratch[1] / N  # sum(g * xhat) / N, in the compute dtype
+        _rms_backward_rows(
+            dy,
+            x,
+            weight,
+            rstd,
+            dx,
+            partials,
+            scratch,
+            need_weight,
+            chunk,
+            i if need_dx else -1,
+            i + 1 if i + 1 < end else -1,
+        )
 
 
 @numba.njit(cache=True, fastmath=_FASTMATH)

@@ -93,9 +93,9 @@ def _forward_numba(
     M, N = xk.shape
     y = torch.empty_like(xk)
     rstd = torch.empty(M, dtype=compute)
-    parallel = kernels.use_threads(M * N, torch.get_num_threads())
+    parallel, n_chunks = kernels.launch_plan(M, M * N, torch.get_num_threads())
     kernel = kernels.rms_forward_parallel if parallel else kernels.rms_forward_serial
-    kernel(xk.numpy(), kernel_operand(weight, N, compute, 1.0), y.numpy(), rstd.numpy(), eps)
+    kernel(xk.numpy(), kernel_operand(weight, N, compute, 1.0), y.numpy(), rstd.numpy(), eps, n_chunks)
     return (y if y.dtype == x.dtype else y.to(x.dtype)), rstd
 
 
@@ -115,8 +115,7 @@ def _backward_numba(
     M, N = xk.shape
     dx = torch.empty_like(xk) if need_dx else torch.empty(0, N, dtype=compute)
     dweight = torch.empty(N if need_dweight else 0, dtype=compute)  # reduced in float64 inside
-    parallel = kernels.use_threads(M * N, torch.get_num_threads())
-    n_chunks = kernels.chunk_count(M) if parallel else max(1, math.ceil(M / kernels.ROWS_PER_CHUNK))
+    parallel, n_chunks = kernels.launch_plan(M, M * N, torch.get_num_threads())
     kernel = kernels.rms_backward_parallel if parallel else kernels.rms_backward_serial
     kernel(
         dyk.numpy(),
