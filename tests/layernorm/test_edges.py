@@ -138,8 +138,9 @@ def test_numba_row_chunks_match_float64(norm: str, rows: int, row_size: int, gra
     """The first three shapes run on the thread pool (at least 2**16 elements), the others serially;
     9 rows make more chunks than rows on two threads, some of them empty."""
     x, weight, bias, dy = inputs((rows, row_size), torch.float64, "cpu", seed=rows)
-    wanted = [x] * ("x" in grads.split("+")) + [weight] * ("weight" in grads.split("+"))
-    x, weight = (t.detach().clone().requires_grad_(any(t is w for w in wanted)) for t in (x, weight))
+    needed = grads.split("+")
+    x = x.detach().clone().requires_grad_("x" in needed)
+    weight = weight.detach().clone().requires_grad_("weight" in needed)
     if norm == "layer":
         y = layer_norm(x, row_size, weight, bias, 1e-5, backend="numba")
         exact_y, exact_dx, exact_dweight, _ = reference(x, weight, bias, 1e-5, dy)
