@@ -10,18 +10,24 @@ large tensors); for the RMSNorm, torch's LayerNorm is timed in the same rounds.
 Targets, CPU: custom LayerNorm forward+backward ≤ 0.8× and forward ≤ 1.0× torch's at every shape;
 custom RMSNorm forward+backward ≤ 0.5× torch.nn.RMSNorm and ≤ 1.0× torch.nn.LayerNorm. CUDA: both
 norms ≥ 1.0× torch (time ratio ≤ 1.0) at every shape, forward ≥ 85% of the measured copy bandwidth.
+Then, with no target: forward+backward of both norms without weight and bias
+(``elementwise_affine=False``), so the input gradient alone, the path of frozen and affine-free norms
+(``--input-grad-budget 0`` leaves it out).
 Run: ``python tests/bench/bench_layernorm.py [--device auto|cpu|cuda] [--budget S] [--norm layer|rms|both]``.
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 import torch
 
 from toolkit.device import resolve_device
+from toolkit.layernorm import LayerNorm, RMSNorm
 from toolkit.studies.layernorm import DEFAULT_SHAPES, PASSES, SpeedResult, SpeedRow, measure_speed
 from toolkit.tables.timing import caution_text
+from toolkit.timing import compare
 
 CPU_LAYER_FWD_BWD = 0.8  # × torch.nn.LayerNorm
 CPU_LAYER_FWD = 1.0
@@ -98,12 +104,51 @@ def report(norm: str, result: SpeedResult, shapes: list[tuple[int, int]], cuda: 
     return met
 
 
+def _input_gradient_call(module: torch.nn.Module, x: torch.Tensor, dy: torch.Tensor) -> Callable[[], object]:
+    def step() -> object:
+        # timing.compare runs calls under inference_mode; the backward needs autograd back on.
+        with torch.inference_mode(False), torch.enable_grad():
+            return torch.autograd.grad(module(x), (x,), dy)
+
+    return step
+
+
+def input_gradient_only(device: torch.device, shapes: list[tuple[int, int]], budget_s: float) -> None:
+    """Forward+backward of affine-free norms (the input gradient alone), custom against torch's."""
+    print("\nINPUT GRADIENT ONLY (elementwise_affine=False), forward+backward; no target")
+    print(f"{'M×N':>11} {'norm':>6} {'torch ms':>9} {'custom ms':>9} {'ratio (95% CI)':>20} {'noise %':>7}")
+    pairs = {"layer": (LayerNorm, torch.nn.LayerNorm), "rms": (RMSNorm, torch.nn.RMSNorm)}
+    for rows, row_size in shapes:
+        x = torch.randn(rows, row_size, device=device, requires_grad=True)
+        dy = torch.randn(rows, row_size, device=device)
+        for norm, (custom_class, torch_class) in pairs.items():
+            result = compare(
+                {
+                    "torch": _input_gradient_call(torch_class(row_size, elementwise_affine=False), x, dy),
+                    "custom": _input_gradient_call(custom_class(row_size, elementwise_affine=False), x, dy),
+                },
+                baseline="torch",
+                device=device,
+                budget_s=budget_s,
+            )
+            custom = result.differences["custom"]
+            low, high = 1 + custom.ci_low_pct / 100, 1 + custom.ci_high_pct / 100
+            ratio = f"{custom.ratio:.3f} ({low:.3f}–{high:.3f})"
+            print(
+                f"{f'{rows}x{row_size}':>11} {norm:>6} {result.measurements['torch'].median_ms:>9.3f} "
+                f"{result.measurements['custom'].median_ms:>9.3f} {ratio:>20} {result.noise_floor_pct:>6.1f}%"
+            )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--budget", type=float, default=6.0, help="seconds of timing per shape and pass")
     parser.add_argument("--shapes", default=",".join(f"{m}x{n}" for m, n in DEFAULT_SHAPES))
     parser.add_argument("--norm", default="both", choices=("layer", "rms", "both"))
+    parser.add_argument(
+        "--input-grad-budget", type=float, default=3.0, help="seconds per shape and norm, input gradient only"
+    )
     args = parser.parse_args()
     device = resolve_device(args.device)
     shapes = [(int(m), int(n)) for m, n in (item.split("x") for item in args.shapes.split(","))]
@@ -117,6 +162,8 @@ def main() -> int:
                 "bytes: forward 2·M·N·4, forward+backward 5·M·N·4; copy = y.copy_(x), timed beside each shape"
             )
         met &= report(norm, result, shapes, device.type == "cuda")
+    if args.input_grad_budget > 0:
+        input_gradient_only(device, shapes, args.input_grad_budget)
     return 0 if met else 1
 
 

@@ -198,7 +198,8 @@ def _backward_rows(
     ``scratch[4]``; and (when k >= 0) row k's sums of g = dy * weight and g * xhat into ``scratch[1]``,
     ``scratch[2]``, with, when ``need_params``, dy * xhat and dy added to the chunk's partials.
 
-    The branches are loop-invariant: the compiler makes one vectorised loop of each case.
+    Each case is its own loop. Written as one loop with loop-invariant branches, the compiler did not
+    vectorise every case: dx alone (no weight or bias gradient) ran 3-7x slower than dx with them.
     """
     N = x.shape[1]
     zero = scratch[0]
@@ -210,16 +211,39 @@ def _backward_rows(
     r = rstd[max(i, 0)]
     mu_k = mean[max(k, 0)]
     r_k = rstd[max(k, 0)]
-    for j in range(N):
-        if i >= 0:
+    if i >= 0 and k >= 0 and need_params:
+        for j in range(N):
             dx[i, j] = r * (dy[i, j] * weight[j] - mean_g - (x[i, j] - mu) * r * projection)
-        if k >= 0:
             xhat = (x[k, j] - mu_k) * r_k
             grad = dy[k, j]
-            if need_params:
-                partials[0, chunk, j] += grad * xhat
-                partials[1, chunk, j] += grad
+            partials[0, chunk, j] += grad * xhat
+            partials[1, chunk, j] += grad
             g = grad * weight[j]
+            sum_g += g
+            sum_g_xhat += g * xhat
+    elif i >= 0 and k >= 0:
+        for j in range(N):
+            dx[i, j] = r * (dy[i, j] * weight[j] - mean_g - (x[i, j] - mu) * r * projection)
+            xhat = (x[k, j] - mu_k) * r_k
+            g = dy[k, j] * weight[j]
+            sum_g += g
+            sum_g_xhat += g * xhat
+    elif i >= 0:
+        for j in range(N):
+            dx[i, j] = r * (dy[i, j] * weight[j] - mean_g - (x[i, j] - mu) * r * projection)
+    elif k >= 0 and need_params:
+        for j in range(N):
+            xhat = (x[k, j] - mu_k) * r_k
+            grad = dy[k, j]
+            partials[0, chunk, j] += grad * xhat
+            partials[1, chunk, j] += grad
+            g = grad * weight[j]
+            sum_g += g
+            sum_g_xhat += g * xhat
+    elif k >= 0:
+        for j in range(N):
+            xhat = (x[k, j] - mu_k) * r_k
+            g = dy[k, j] * weight[j]
             sum_g += g
             sum_g_xhat += g * xhat
     scratch[1] = sum_g
@@ -399,21 +423,36 @@ def _rms_backward_rows(
 ) -> None:  # pragma: no cover - compiled
     """One loop over a row: dx of row i (when i >= 0) from its constant in ``scratch[2]``; and (when
     k >= 0) row k's sum of g * xhat (g = dy * weight, xhat = x * rstd) into ``scratch[1]``, with, when
-    ``need_weight``, dy * xhat added to the chunk's partials. The branches are loop-invariant."""
+    ``need_weight``, dy * xhat added to the chunk's partials. Each case is its own loop (see
+    ``_backward_rows``)."""
     N = x.shape[1]
     sum_g_xhat = scratch[0]
     projection = scratch[2]
     r = rstd[max(i, 0)]
     r_k = rstd[max(k, 0)]
-    for j in range(N):
-        if i >= 0:
+    if i >= 0 and k >= 0 and need_weight:
+        for j in range(N):
             dx[i, j] = r * (dy[i, j] * weight[j] - x[i, j] * r * projection)
-        if k >= 0:
             xhat = x[k, j] * r_k
             grad = dy[k, j]
-            if need_weight:
-                partials[chunk, j] += grad * xhat
+            partials[chunk, j] += grad * xhat
             sum_g_xhat += grad * weight[j] * xhat
+    elif i >= 0 and k >= 0:
+        for j in range(N):
+            dx[i, j] = r * (dy[i, j] * weight[j] - x[i, j] * r * projection)
+            sum_g_xhat += dy[k, j] * weight[j] * x[k, j] * r_k
+    elif i >= 0:
+        for j in range(N):
+            dx[i, j] = r * (dy[i, j] * weight[j] - x[i, j] * r * projection)
+    elif k >= 0 and need_weight:
+        for j in range(N):
+            xhat = x[k, j] * r_k
+            grad = dy[k, j]
+            partials[chunk, j] += grad * xhat
+            sum_g_xhat += grad * weight[j] * xhat
+    elif k >= 0:
+        for j in range(N):
+            sum_g_xhat += dy[k, j] * weight[j] * x[k, j] * r_k
     scratch[1] = sum_g_xhat
 
 
