@@ -4,7 +4,9 @@
    1536, RoPE theta 1e5, tied head) with random weights, S=512, B=1, float32, CPU. The toolkit model
    loaded from the directory and ``LlamaForCausalLM(attn_implementation="sdpa")`` holding the same
    weights (called with ``use_cache=False``) are timed interleaved in one process by
-   ``toolkit.timing.compare``. Target: toolkit median / transformers median ≤ 0.95.
+   ``toolkit.timing.compare``. Target: toolkit median / transformers median ≤ 0.95. Then, under
+   torch.profiler, the share of each forward spent in the kernels both models call with the same
+   shapes (``aten::mm``, the CPU flash-attention kernel): only the rest can differ.
 2. Loading the same model's directory stored in bfloat16 (as on the Hub) into bfloat16, each load
    in a fresh interpreter, interleaved with ``LlamaForCausalLM.from_pretrained(dtype=torch.bfloat16)``:
    the load time ratio (target ≤ 1.0×) and the toolkit's peak RSS growth over the loaded weights
@@ -21,6 +23,7 @@ import json
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -110,6 +113,32 @@ def forward(folder: Path, budget_s: float) -> None:
     print(f"noise floor (A/A control): ±{result.noise_floor_pct:.2f}%")
     print(f"forward ratio of medians toolkit / transformers: {ratio:.3f} (95% CI {low:.3f}-{high:.3f})")
     print(f"  target <= 0.95: {'MET' if ratio <= 0.95 else 'NOT MET'}")
+    shared_kernel_shares(
+        {"transformers-llama-sdpa": lambda: hf(ids, use_cache=False), "toolkit": lambda: model(ids)}
+    )
+
+
+SHARED_KERNELS = ("aten::mm", "aten::_scaled_dot_product_flash_attention_for_cpu")
+
+
+def shared_kernel_shares(fns: dict[str, Callable[[], object]], calls: int = 3) -> None:
+    """Under torch.profiler, the share of each forward's operator time spent in the matrix products and
+    the attention kernel, which both models call with the same shapes: the rest is all a faster
+    implementation can save."""
+    print("share of operator time in the kernels both call (aten::mm, CPU flash attention), torch.profiler:")
+    with torch.inference_mode():
+        for name, fn in fns.items():
+            fn()
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+                for _ in range(calls):
+                    fn()
+            events = profile.key_averages()
+            total = sum(event.self_cpu_time_total for event in events)
+            shared = sum(event.self_cpu_time_total for event in events if event.key in SHARED_KERNELS)
+            print(
+                f"  {name:<24} {100 * shared / total:5.1f}% of {total / 1e3 / calls:7.1f} ms per forward; "
+                f"the rest {(total - shared) / 1e3 / calls:6.1f} ms"
+            )
 
 
 def run_child(which: str, folder: Path, dtype: str) -> dict[str, float]:
@@ -129,8 +158,10 @@ def loading(folder: Path, rounds: int, dtype: str) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--budget", type=float, default=60.0, help="seconds of interleaved forward timing")
-    parser.add_argument("--rounds", type=int, default=5, help="loads of each")
+    parser.add_argument(
+        "--budget", type=float, default=60.0, help="seconds of interleaved forward timing (0: none)"
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="loads of each (0: none)")
     args = parser.parse_args()
     print(f"allocator: {configure_allocator()}")
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -143,7 +174,7 @@ def main() -> int:
         del model
         if args.budget > 0:
             forward(folder, args.budget)
-        for dtype in ("bfloat16", "float32"):
+        for dtype in ("bfloat16", "float32") if args.rounds > 0 else ():
             loading(folder, args.rounds, dtype)
     return 0
 
