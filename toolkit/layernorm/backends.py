@@ -112,6 +112,17 @@ def kernel_operand(param: torch.Tensor | None, size: int, dtype: torch.dtype, fi
     return param.numpy()
 
 
+def flat_param(param: torch.Tensor | None, size: int) -> torch.Tensor | None:
+    """A weight or bias as one row of ``size`` elements (reshaped only when it has several dimensions)."""
+    return param if param is None or param.dim() == 1 else param.reshape(size)
+
+
+def param_shaped(grad: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """A flat weight or bias gradient in the parameter's ``shape`` (viewed only when that has several
+    dimensions)."""
+    return grad if len(shape) == 1 else grad.view(shape)
+
+
 def as_dtype(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """``tensor`` in ``dtype``, converted only when it is not already."""
     return tensor if tensor.dtype == dtype else tensor.to(dtype)

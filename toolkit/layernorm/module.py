@@ -54,10 +54,12 @@ from toolkit.layernorm.backends import (
     available_backends,
     check_norm_input,
     compute_dtype,
+    flat_param,
     kernel_operand,
     load_numba_kernels,
     load_triton_kernels,
     normalized_shape_of,
+    param_shaped,
     resolve_backend,
 )
 
@@ -135,7 +137,7 @@ def _forward_numba(
     M, N = xk.shape
     y = torch.empty_like(xk)
     stats = torch.empty(2, M, dtype=compute)  # mean, rstd
-    mean, rstd = stats[0], stats[1]
+    stats_view = stats.numpy()  # one conversion for both rows (each costs about a microsecond)
     parallel, n_chunks = kernels.launch_plan(M, M * N, torch.get_num_threads())
     kernel = kernels.forward_parallel if parallel else kernels.forward_serial
     kernel(
@@ -143,13 +145,13 @@ def _forward_numba(
         kernel_operand(weight, N, compute, 1.0),
         kernel_operand(bias, N, compute, 0.0),
         y.numpy(),
-        mean.numpy(),
-        rstd.numpy(),
+        stats_view[0],
+        stats_view[1],
         eps,
         divisor,
         n_chunks,
     )
-    return (y if y.dtype == x.dtype else y.to(x.dtype)), mean, rstd
+    return (y if y.dtype == x.dtype else y.to(x.dtype)), stats[0], stats[1]
 
 
 def _backward_numba(
@@ -172,6 +174,7 @@ def _backward_numba(
     dx = torch.empty_like(xk) if need_dx else torch.empty(0, N, dtype=compute)
     # dweight and dbias are reduced from per-chunk partials in float64 inside the kernel.
     params = torch.empty(2, N if (need_dweight or need_dbias) else 0, dtype=compute)
+    params_view = params.numpy()
     parallel, n_chunks = kernels.launch_plan(M, M * N, torch.get_num_threads())
     kernel = kernels.backward_parallel if parallel else kernels.backward_serial
     kernel(
@@ -181,8 +184,8 @@ def _backward_numba(
         mean.numpy(),
         rstd.numpy(),
         dx.numpy(),
-        params[0].numpy(),
-        params[1].numpy(),
+        params_view[0],
+        params_view[1],
         divisor,
         need_dx,
         n_chunks,
@@ -249,12 +252,11 @@ class LayerNormFunction(torch.autograd.Function):
         """Normalise over the trailing ``shape``; the variance is the squared deviations' sum / divisor."""
         row_size = weight.numel() if weight is not None else math.prod(shape)
         x2d = x.reshape(-1, row_size).contiguous()  # (M, N): one row per normalised vector
-        w = None if weight is None else weight.reshape(row_size)
-        b = None if bias is None else bias.reshape(row_size)
+        w, b = flat_param(weight, row_size), flat_param(bias, row_size)
         y, mean, rstd = _forward(backend, x2d, w, b, eps, divisor)
         ctx.save_for_backward(x2d, w, mean, rstd)
         ctx.meta = (backend, divisor, shape, None if bias is None else bias.dtype)
-        return y.view(x.shape)
+        return y.view_as(x)
 
     @staticmethod
     @once_differentiable
@@ -262,14 +264,14 @@ class LayerNormFunction(torch.autograd.Function):
         x2d, w, mean, rstd = ctx.saved_tensors
         backend, divisor, shape, bias_dtype = ctx.meta
         need_dx, need_dweight, need_dbias = ctx.needs_input_grad[:3]
-        dy2d = dy.reshape(x2d.shape).contiguous()
+        dy2d = dy.reshape(-1, x2d.shape[1]).contiguous()
         dx, dweight, dbias = _backward(
             backend, dy2d, x2d, w, mean, rstd, divisor, need_dx, need_dweight, need_dbias
         )
         return (
-            None if dx is None else as_dtype(dx, dy.dtype).view(dy.shape),
-            None if dweight is None else as_dtype(dweight, w.dtype).view(shape),
-            None if dbias is None else as_dtype(dbias, bias_dtype).view(shape),
+            None if dx is None else as_dtype(dx, dy.dtype).view_as(dy),
+            None if dweight is None else param_shaped(as_dtype(dweight, w.dtype), shape),
+            None if dbias is None else param_shaped(as_dtype(dbias, bias_dtype), shape),
             None,
             None,
             None,
@@ -299,10 +301,9 @@ def layer_norm(
         or (weight is not None and weight.requires_grad)
         or (bias is not None and bias.requires_grad)
     ):  # nothing to differentiate: skip autograd's bookkeeping
-        w = None if weight is None else weight.reshape(row_size)
-        b = None if bias is None else bias.reshape(row_size)
+        w, b = flat_param(weight, row_size), flat_param(bias, row_size)
         y, _, _ = _forward(concrete, x.reshape(-1, row_size).contiguous(), w, b, float(eps), divisor)
-        return y.view(x.shape)
+        return y.view_as(x)
     apply = LayerNormFunction.apply
     result: torch.Tensor = apply(x, weight, bias, shape, float(eps), divisor, concrete)  # type: ignore[no-untyped-call]
     return result

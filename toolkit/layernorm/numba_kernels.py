@@ -54,9 +54,11 @@ def use_threads(n_elements: int, threads: int) -> bool:
     return True
 
 
-def chunk_count(n_rows: int) -> int:
-    """Row chunks on the thread pool: at most ROWS_PER_CHUNK rows each, and a few per thread."""
-    return max(1, min(n_rows, 4 * numba.get_num_threads()), math.ceil(n_rows / ROWS_PER_CHUNK))
+def chunk_count(n_rows: int, threads: int | None = None) -> int:
+    """Row chunks on ``threads`` threads (default: Numba's current setting): at most ROWS_PER_CHUNK
+    rows each, and a few per thread."""
+    threads = numba.get_num_threads() if threads is None else threads
+    return max(1, min(n_rows, 4 * threads), math.ceil(n_rows / ROWS_PER_CHUNK))
 
 
 def launch_plan(n_rows: int, n_elements: int, threads: int) -> tuple[bool, int]:
@@ -65,8 +67,10 @@ def launch_plan(n_rows: int, n_elements: int, threads: int) -> tuple[bool, int]:
     Serial calls still use chunks of at most ROWS_PER_CHUNK rows: the backward's weight and bias
     gradients are summed per chunk and the chunks' sums added in float64.
     """
-    parallel = use_threads(n_elements, threads)
-    return parallel, (chunk_count(n_rows) if parallel else max(1, math.ceil(n_rows / ROWS_PER_CHUNK)))
+    if not use_threads(n_elements, threads):
+        return False, max(1, math.ceil(n_rows / ROWS_PER_CHUNK))
+    # use_threads has set Numba's pool to this many threads (asking Numba again costs microseconds)
+    return True, chunk_count(n_rows, min(threads, int(numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
 
 
 @numba.njit(cache=True, inline="always")

@@ -38,10 +38,12 @@ from toolkit.layernorm.backends import (
     as_dtype,
     check_norm_input,
     compute_dtype,
+    flat_param,
     kernel_operand,
     load_numba_kernels,
     load_triton_kernels,
     normalized_shape_of,
+    param_shaped,
     resolve_backend,
 )
 
@@ -174,11 +176,11 @@ class RMSNormFunction(torch.autograd.Function):
         """RMS-normalise over the trailing ``shape``."""
         row_size = math.prod(shape)
         x2d = x.reshape(-1, row_size).contiguous()  # (M, N): one row per normalised vector
-        w = None if weight is None else weight.reshape(row_size)
+        w = flat_param(weight, row_size)
         y, rstd = _forward(backend, x2d, w, eps)
         ctx.save_for_backward(x2d, w, rstd)
         ctx.meta = (backend, shape)
-        return y.view(x.shape)
+        return y.view_as(x)
 
     @staticmethod
     @once_differentiable
@@ -186,11 +188,11 @@ class RMSNormFunction(torch.autograd.Function):
         x2d, w, rstd = ctx.saved_tensors
         backend, shape = ctx.meta
         need_dx, need_dweight = ctx.needs_input_grad[:2]
-        dy2d = dy.reshape(x2d.shape).contiguous()
+        dy2d = dy.reshape(-1, x2d.shape[1]).contiguous()
         dx, dweight = _backward(backend, dy2d, x2d, w, rstd, need_dx, need_dweight)
         return (
-            None if dx is None else as_dtype(dx, dy.dtype).view(dy.shape),
-            None if dweight is None else as_dtype(dweight, w.dtype).view(shape),
+            None if dx is None else as_dtype(dx, dy.dtype).view_as(dy),
+            None if dweight is None else param_shaped(as_dtype(dweight, w.dtype), shape),
             None,
             None,
             None,
@@ -212,9 +214,8 @@ def rms_norm(
     concrete = resolve_backend(backend, x.device, row_size)
     epsilon = float(torch.finfo(x.dtype).eps if eps is None else eps)
     if not torch.is_grad_enabled() or not (x.requires_grad or (weight is not None and weight.requires_grad)):
-        w = None if weight is None else weight.reshape(row_size)
-        y, _ = _forward(concrete, x.reshape(-1, row_size).contiguous(), w, epsilon)
-        return y.view(x.shape)
+        y, _ = _forward(concrete, x.reshape(-1, row_size).contiguous(), flat_param(weight, row_size), epsilon)
+        return y.view_as(x)
     apply = RMSNormFunction.apply
     result: torch.Tensor = apply(x, weight, shape, epsilon, concrete)  # type: ignore[no-untyped-call]
     return result
