@@ -23,6 +23,7 @@ import torch
 from toolkit.config import ModelConfig
 from toolkit.errors import CheckpointKeysError, WeightsError
 from toolkit.weights.files import refuse_non_float, shape_text, state_problems
+from toolkit.weights.pages import convert_state, file_backed_ranges, release_pages
 
 
 @dataclass(frozen=True)
@@ -114,19 +115,21 @@ def family_state(
         else:
             state[target] = tensor
     missing: list[str] = []
+    file_ranges = file_backed_ranges()
     for target, found in parts.items():
         absent = [part for part in "qkv" if part not in found]
         if absent:
             missing += [f"{target} ({part} part)" for part in absent]
-        else:  # [Q heads | K kv-heads | V kv-heads]: the one copy
+        else:  # [Q heads | K kv-heads | V kv-heads]: the one copy; the file's pages are not needed again
             state[target] = torch.cat([found["q"], found["k"], found["v"]])
+            release_pages(found.values(), file_ranges)
     if config.tied_head and "lm_head.weight" in state:
         _check_tied(state.pop("lm_head.weight"), state.get("token_embedding.weight"), path)
     absent, extra, mismatched = state_problems(expected, state)
     missing, unexpected = missing + absent, unexpected + extra
     if missing or unexpected or mismatched:
         raise CheckpointKeysError(path, missing, unexpected, mismatched)
-    return {key: tensor.to(dtype) for key, tensor in state.items()}
+    return convert_state(state, dtype)
 
 
 def _regroup_per_head(fused: torch.Tensor, config: ModelConfig) -> torch.Tensor:

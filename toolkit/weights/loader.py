@@ -33,6 +33,7 @@ from toolkit.weights.mapping import (
     read_mapping,
     to_toolkit_state,
 )
+from toolkit.weights.pages import convert_state
 from toolkit.weights.verify import (
     ExampleResult,
     HeadTrial,
@@ -166,7 +167,7 @@ def _read_export(
     if missing or unexpected or mismatched:
         raise CheckpointKeysError(str(path), missing, unexpected, mismatched)
     refuse_non_float(tensors, path)
-    state = {k: v.to(dtype) for k, v in tensors.items()}
+    state = convert_state(tensors, dtype)
     sources = {name: "config stored in the export" for name in (*SIZE_SYMBOLS, "n_layers")}
     return _Readable(saved, lambda heads: state, sources, "none (toolkit export)", "toolkit", saved.n_heads)
 

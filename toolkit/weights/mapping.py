@@ -18,6 +18,7 @@ import torch
 from toolkit.errors import CheckpointKeysError, WeightsError, setting
 from toolkit.files import check_input_file
 from toolkit.weights.files import fmt_shape, refuse_non_float, shape_text
+from toolkit.weights.pages import file_backed_ranges, release_pages
 
 SIZE_SYMBOLS = ("vocab_size", "max_seq_len", "d_model", "d_mlp")
 TRANSFORMS = ("rename", "transpose", "bias", "split_qkv", "tied")
@@ -300,11 +301,15 @@ def to_toolkit_state(
     checkpoint's tensors where no copy is needed (a transposed weight is a transposed view, which
     ``F.linear`` multiplies as fast)."""
     state: dict[str, torch.Tensor] = {}
+    file_ranges = file_backed_ranges()
     for rule in checkpoint.mapping.rules:
         if rule.target is None:  # tied: already checked equal to the tensor that is loaded
             continue
         for block in range(checkpoint.sizes["n_layers"]) if rule.per_block else [None]:
-            tensor = checkpoint.tensors[rule.key(block)].to(dtype)
+            source = checkpoint.tensors[rule.key(block)]
+            tensor = source.to(dtype)
+            if tensor.data_ptr() != source.data_ptr():  # copied: the file's pages are not needed now
+                release_pages([source], file_ranges)
             for transform in rule.transforms:
                 if transform == "transpose":  # stored [in, out] for x @ W -> nn.Linear's [out, in]
                     tensor = tensor.T
