@@ -19,13 +19,21 @@ Run: ``python tests/bench/bench_layernorm.py [--device auto|cpu|cuda] [--budget 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 
 import torch
 
 from toolkit.device import resolve_device
 from toolkit.layernorm import LayerNorm, RMSNorm
-from toolkit.studies.layernorm import DEFAULT_SHAPES, PASSES, SpeedResult, SpeedRow, measure_speed
+from toolkit.studies.layernorm import (
+    DEFAULT_SHAPES,
+    PASSES,
+    LayerNormFn,
+    SpeedResult,
+    SpeedRow,
+    make_inputs,
+    measure_speed,
+)
+from toolkit.studies.layernorm.speed import forward_backward_call
 from toolkit.tables.timing import caution_text
 from toolkit.timing import compare
 
@@ -104,13 +112,10 @@ def report(norm: str, result: SpeedResult, shapes: list[tuple[int, int]], cuda: 
     return met
 
 
-def _input_gradient_call(module: torch.nn.Module, x: torch.Tensor, dy: torch.Tensor) -> Callable[[], object]:
-    def step() -> object:
-        # timing.compare runs calls under inference_mode; the backward needs autograd back on.
-        with torch.inference_mode(False), torch.enable_grad():
-            return torch.autograd.grad(module(x), (x,), dy)
-
-    return step
+def _input_only(module: torch.nn.Module) -> LayerNormFn:
+    """An affine-free norm as a study implementation: weight and bias are not used, so only the input's
+    gradient is computed."""
+    return lambda x, _weight, _bias: module(x)
 
 
 def input_gradient_only(device: torch.device, shapes: list[tuple[int, int]], budget_s: float) -> None:
@@ -119,14 +124,14 @@ def input_gradient_only(device: torch.device, shapes: list[tuple[int, int]], bud
     print(f"{'M×N':>11} {'norm':>6} {'torch ms':>9} {'custom ms':>9} {'ratio (95% CI)':>20} {'noise %':>7}")
     pairs = {"layer": (LayerNorm, torch.nn.LayerNorm), "rms": (RMSNorm, torch.nn.RMSNorm)}
     for rows, row_size in shapes:
-        x = torch.randn(rows, row_size, device=device, requires_grad=True)
-        dy = torch.randn(rows, row_size, device=device)
+        x, weight, bias, dy = make_inputs((rows, row_size), torch.float32, device)
         for norm, (custom_class, torch_class) in pairs.items():
+            norms = {
+                "torch": _input_only(torch_class(row_size, elementwise_affine=False, device=device)),
+                "custom": _input_only(custom_class(row_size, elementwise_affine=False, device=device)),
+            }
             result = compare(
-                {
-                    "torch": _input_gradient_call(torch_class(row_size, elementwise_affine=False), x, dy),
-                    "custom": _input_gradient_call(custom_class(row_size, elementwise_affine=False), x, dy),
-                },
+                {name: forward_backward_call(fn, x, weight, bias, dy) for name, fn in norms.items()},
                 baseline="torch",
                 device=device,
                 budget_s=budget_s,

@@ -41,17 +41,23 @@ PARALLEL_MIN_ELEMENTS = 1 << 16  # smaller calls run on one thread: a parallel r
 Array = npt.NDArray[np.floating]  # float32 or float64, C-contiguous
 
 
+def _pool_threads(n_elements: int, threads: int) -> int:
+    """The threads a call of ``n_elements`` runs on (torch's setting, capped by Numba's pool, which is
+    set to that many), or 0 for a serial call: waking the thread pool costs more than small work."""
+    threads = min(threads, int(numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
+    if threads < 2 or n_elements < PARALLEL_MIN_ELEMENTS:
+        return 0
+    if numba.get_num_threads() != threads:
+        numba.set_num_threads(threads)
+    return threads
+
+
 def use_threads(n_elements: int, threads: int) -> bool:
     """Whether to run on ``threads`` threads (torch's setting, capped by Numba's pool), or serially.
 
     Small calls run serially: waking the thread pool costs more than their work.
     """
-    threads = min(threads, int(numba.config.NUMBA_NUM_THREADS))  # type: ignore[attr-defined]
-    if threads < 2 or n_elements < PARALLEL_MIN_ELEMENTS:
-        return False
-    if numba.get_num_threads() != threads:
-        numba.set_num_threads(threads)
-    return True
+    return _pool_threads(n_elements, threads) > 0
 
 
 def chunk_count(n_rows: int, threads: int | None = None) -> int:
@@ -67,10 +73,10 @@ def launch_plan(n_rows: int, n_elements: int, threads: int) -> tuple[bool, int]:
     Serial calls still use chunks of at most ROWS_PER_CHUNK rows: the backward's weight and bias
     gradients are summed per chunk and the chunks' sums added in float64.
     """
-    if not use_threads(n_elements, threads):
+    pool = _pool_threads(n_elements, threads)
+    if not pool:
         return False, max(1, math.ceil(n_rows / ROWS_PER_CHUNK))
-    # use_threads has set Numba's pool to this many threads (asking Numba again costs microseconds)
-    return True, chunk_count(n_rows, min(threads, int(numba.config.NUMBA_NUM_THREADS)))  # type: ignore[attr-defined]
+    return True, chunk_count(n_rows, pool)
 
 
 @numba.njit(cache=True, inline="always")

@@ -129,7 +129,7 @@ def family_state(
     missing, unexpected = missing + absent, unexpected + extra
     if missing or unexpected or mismatched:
         raise CheckpointKeysError(path, missing, unexpected, mismatched)
-    return convert_state(state, dtype)
+    return convert_state(state, dtype, file_ranges)
 
 
 def _regroup_per_head(fused: torch.Tensor, config: ModelConfig) -> torch.Tensor:

@@ -18,7 +18,7 @@ import torch
 from toolkit.errors import CheckpointKeysError, WeightsError, setting
 from toolkit.files import check_input_file
 from toolkit.weights.files import fmt_shape, refuse_non_float, shape_text
-from toolkit.weights.pages import file_backed_ranges, release_pages
+from toolkit.weights.pages import converted, file_backed_ranges
 
 SIZE_SYMBOLS = ("vocab_size", "max_seq_len", "d_model", "d_mlp")
 TRANSFORMS = ("rename", "transpose", "bias", "split_qkv", "tied")
@@ -306,10 +306,7 @@ def to_toolkit_state(
         if rule.target is None:  # tied: already checked equal to the tensor that is loaded
             continue
         for block in range(checkpoint.sizes["n_layers"]) if rule.per_block else [None]:
-            source = checkpoint.tensors[rule.key(block)]
-            tensor = source.to(dtype)
-            if tensor.data_ptr() != source.data_ptr():  # copied: the file's pages are not needed now
-                release_pages([source], file_ranges)
+            tensor = converted(checkpoint.tensors[rule.key(block)], dtype, file_ranges)
             for transform in rule.transforms:
                 if transform == "transpose":  # stored [in, out] for x @ W -> nn.Linear's [out, in]
                     tensor = tensor.T

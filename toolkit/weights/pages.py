@@ -72,14 +72,13 @@ def release_pages(tensors: Iterable[torch.Tensor], ranges: FileRanges) -> int:
     if libc is None:
         return 0
     page = mmap.PAGESIZE
-    starts = [start for start, _ in ranges]
     released = 0
     for tensor in tensors:
         if tensor.device.type != "cpu" or tensor.numel() == 0 or min(tensor.stride(), default=0) < 0:
             continue
         begin, end = _byte_span(tensor)
         low, high = -(-begin // page) * page, end // page * page  # whole pages inside the tensor
-        index = bisect.bisect_right(starts, low) - 1
+        index = bisect.bisect_right(ranges, low, key=lambda mapping: mapping[0]) - 1
         if high <= low or index < 0 or high > ranges[index][1]:
             continue  # shorter than a page, or not (all) in one file mapping
         if libc.madvise(low, high - low, _MADV_DONTNEED) == 0:
@@ -87,13 +86,19 @@ def release_pages(tensors: Iterable[torch.Tensor], ranges: FileRanges) -> int:
     return released
 
 
-def convert_state(state: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """Each tensor of ``state`` in ``dtype`` (the same tensor where it already is), converted one at a
-    time; a source copied out of a memory-mapped file has its pages released right after its copy."""
-    ranges = file_backed_ranges()
-    converted = {}
-    for key, tensor in state.items():
-        converted[key] = tensor.to(dtype)
-        if converted[key].data_ptr() != tensor.data_ptr():
-            release_pages([tensor], ranges)
-    return converted
+def converted(tensor: torch.Tensor, dtype: torch.dtype, ranges: FileRanges) -> torch.Tensor:
+    """``tensor`` in ``dtype`` (itself where it already is); a source copied out of one of the file
+    mappings ``ranges`` has its pages released right after its copy is made."""
+    result = tensor.to(dtype)
+    if result.data_ptr() != tensor.data_ptr():
+        release_pages([tensor], ranges)
+    return result
+
+
+def convert_state(
+    state: dict[str, torch.Tensor], dtype: torch.dtype, ranges: FileRanges | None = None
+) -> dict[str, torch.Tensor]:
+    """Each tensor of ``state`` :func:`converted` to ``dtype``, one at a time (``ranges``: the file
+    mappings, read from ``/proc`` when not given)."""
+    ranges = file_backed_ranges() if ranges is None else ranges
+    return {key: converted(tensor, dtype, ranges) for key, tensor in state.items()}

@@ -123,16 +123,19 @@ def _forward_call(
     return lambda: fn(x, weight, bias)
 
 
-def _forward_backward_call(
+def forward_backward_call(
     fn: LayerNormFn, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, dy: torch.Tensor
 ) -> Callable[[], object]:
+    """A call for :func:`toolkit.timing.compare`: ``fn`` on copies of the inputs that require gradients,
+    and the gradients of the ones it uses (``allow_unused``: a norm without bias, or without
+    parameters, gets None for them)."""
     xg, wg, bg = (t.detach().clone().requires_grad_() for t in (x, weight, bias))
 
     def step() -> object:
         # timing.compare runs calls under inference_mode; the backward needs autograd back on.
         with torch.inference_mode(False), torch.enable_grad():
             y = fn(xg, wg, bg)
-            return torch.autograd.grad(y, (xg, wg, bg), dy, allow_unused=True)  # RMSNorms have no bias
+            return torch.autograd.grad(y, (xg, wg, bg), dy, allow_unused=True)
 
     return step
 
@@ -202,7 +205,7 @@ def measure_speed(
             if pass_name == "forward":
                 calls = {name: _forward_call(fn, x, weight, bias) for name, fn in impls.items()}
             else:
-                calls = {name: _forward_backward_call(fn, x, weight, bias, dy) for name, fn in impls.items()}
+                calls = {name: forward_backward_call(fn, x, weight, bias, dy) for name, fn in impls.items()}
             calls["copy"] = _copy_call(x)
             for fn in calls.values():  # compile kernels (numba, triton) before any timing
                 fn()
