@@ -14,7 +14,7 @@ from tiny import TINY
 
 from toolkit import ModelConfig, Transformer
 from toolkit.errors import BackendError, ConfigError, InputError
-from toolkit.layernorm import BACKENDS, LayerNorm, available_backends, layer_norm, resolve_backend
+from toolkit.layernorm import BACKENDS, LayerNorm, available_backends, layer_norm, resolve_backend, rms_norm
 from toolkit.memory import saved_tensor_bytes
 from toolkit.studies.layernorm import reference_layer_norm
 
@@ -151,6 +151,25 @@ def test_gradcheck_without_affine_and_partial_grads(backend: str) -> None:
     weight = torch.randn(9, dtype=torch.float64, requires_grad=True)
     frozen_x = x.detach()
     assert torch.autograd.gradcheck(lambda w: layer_norm(frozen_x, 9, w, None, backend=backend), (weight,))
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize("norm", ["layer", "rms"])
+def test_a_second_derivative_is_refused(backend: str, norm: str) -> None:
+    """The backward (every backend's) is not itself differentiable: a gradient of the gradient raises
+    instead of coming out silently wrong, and a first derivative under create_graph is still right."""
+    x = torch.randn(6, 8, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(8, dtype=torch.float64, requires_grad=True)
+    if norm == "layer":
+        y, exact = layer_norm(x, 8, weight, backend=backend), F.layer_norm(x, (8,), weight)
+    else:
+        y, exact = rms_norm(x, 8, weight, 1e-6, backend=backend), F.rms_norm(x, (8,), weight, 1e-6)
+    # dy = y, itself differentiable (as in a gradient penalty): the case a silent zero would corrupt
+    (dx,) = torch.autograd.grad((y**2).sum() / 2, x, create_graph=True)
+    (want,) = torch.autograd.grad((exact**2).sum() / 2, x)
+    torch.testing.assert_close(dx.detach(), want)
+    with pytest.raises(RuntimeError, match="differentiate twice"):
+        dx.sum().backward()
 
 
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
