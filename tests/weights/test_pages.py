@@ -4,6 +4,7 @@ mapping is never touched."""
 
 from __future__ import annotations
 
+import mmap
 import sys
 from pathlib import Path
 
@@ -19,7 +20,7 @@ BIG = (2048, 4096)  # 16 MiB in bfloat16: many whole pages
 
 
 def _resident_bytes() -> int:
-    return int(Path("/proc/self/statm").read_text().split()[1]) * 4096
+    return int(Path("/proc/self/statm").read_text().split()[1]) * mmap.PAGESIZE
 
 
 def _mapped(tmp_path: Path, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -57,7 +58,7 @@ def test_released_pages_leave_the_resident_set(tmp_path: Path) -> None:
     released = release_pages([mapped], file_backed_ranges())
     after = _resident_bytes()
     size = source.numel() * source.element_size()
-    assert released >= size - 2 * 4096  # every whole page inside the tensor
+    assert released >= size - 2 * mmap.PAGESIZE  # every whole page inside the tensor
     assert before - after >= 0.9 * size
     assert mapped.float().sum() == checksum
 
